@@ -1,0 +1,144 @@
+"""``breakglass-watcher`` subcommands. Parsing only: each command's work lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from watcher.errors import WatcherError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="breakglass-watcher",
+        description="Watch AWS break-glass principals: drills vs real use, detection gaps, "
+        "credential health.",
+    )
+    parser.add_argument("--log-format", choices=("json", "text"), default="json")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", type=Path, required=True)
+
+    validate = sub.add_parser("validate", help="check config and rules without touching AWS")
+    target = validate.add_mutually_exclusive_group(required=True)
+    target.add_argument("-c", "--config", type=Path)
+    target.add_argument("--rules", type=Path)
+
+    replay = sub.add_parser("replay", help="classify CloudTrail files offline")
+    replay.add_argument("--rules", type=Path, default=Path("rules"))
+    replay.add_argument("--summary", action="store_true", help="a table per principal instead")
+    replay.add_argument("files", type=Path, nargs="+")
+
+    audit = sub.add_parser("audit", help="inventory and credential health, once")
+    audit.add_argument("-c", "--config", type=Path, required=True)
+    audit.add_argument("--format", choices=("table", "json"), default="table")
+
+    drill = sub.add_parser("drill", help="run a break-glass exercise end to end")
+    drill.add_argument("--exercise", required=True)
+    drill.add_argument("-c", "--config", type=Path, required=True)
+    drill.add_argument("--participant", action="append", default=[])
+    drill.add_argument("--profile", help="AWS profile with the break-glass user's credentials")
+    drill.add_argument("--watcher-url", help="base URL of the running watcher (default: listen)")
+    drill.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait")
+    drill.add_argument("--records", type=Path, default=Path("records"))
+    drill.add_argument(
+        "--outside-window", action="store_true", help="run even with no window open"
+    )
+
+    demo = sub.add_parser("demo", help="everything against an embedded AWS emulator")
+    demo.add_argument("--once", action="store_true", help="check the result and exit")
+    demo.add_argument("--port", type=int, default=0, help="metrics port (default: a free one)")
+
+    render = sub.add_parser("render", help="print deployment inputs derived from the rules")
+    render.add_argument("what", choices=("eventbridge-pattern",))
+    render_src = render.add_mutually_exclusive_group(required=True)
+    render_src.add_argument("-c", "--config", type=Path)
+    render_src.add_argument("--rules", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from watcher.logs import setup_logging
+
+    setup_logging(args.log_format, args.log_level)
+    try:
+        return _dispatch(args)
+    except WatcherError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _rules_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "config", None) is not None:
+        from watcher.config import load_config
+
+        return load_config(args.config).rules_path
+    path: Path = args.rules
+    return path
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command: str = args.command
+    if command == "validate":
+        from watcher.config import load_config
+        from watcher.rules import load_rules
+
+        if args.config is not None:
+            config = load_config(args.config)
+            rules = load_rules(config.rules_path)
+        else:
+            rules = load_rules(args.rules)
+        print(f"ok: {len(rules.principals)} principals, {len(rules.exercises)} exercises")
+        return 0
+    if command == "replay":
+        from watcher.replay import run_replay
+        from watcher.rules import load_rules
+
+        return run_replay(load_rules(args.rules), args.files, summary=args.summary, out=sys.stdout)
+    if command == "render":
+        from watcher.render import eventbridge_pattern_json
+        from watcher.rules import load_rules
+
+        print(eventbridge_pattern_json(load_rules(_rules_path(args))))
+        return 0
+    if command == "run":
+        from watcher.daemon import run_daemon
+
+        return run_daemon(args.config)
+    if command == "audit":
+        from watcher.audit import run_audit
+        from watcher.config import load_config
+
+        return run_audit(load_config(args.config), fmt=args.format, out=sys.stdout)
+    if command == "drill":
+        from watcher.drill import DrillOptions, run_drill
+
+        return run_drill(
+            DrillOptions(
+                config_path=args.config,
+                exercise=args.exercise,
+                participants=tuple(args.participant),
+                profile=args.profile,
+                watcher_url=args.watcher_url,
+                timeout=args.timeout,
+                records_dir=args.records,
+                outside_window=args.outside_window,
+            ),
+            out=sys.stdout,
+        )
+    if command == "demo":
+        from watcher.demo import run_demo
+
+        return run_demo(once=args.once, port=args.port, out=sys.stdout)
+    raise AssertionError(command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

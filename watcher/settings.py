@@ -1,0 +1,60 @@
+"""The daemon's configuration, as loaded and validated by ``config.py``. Pure data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+DEFAULT_LISTEN = ("127.0.0.1", 9783)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An AWS account to watch; ``role_arn`` is assumed to read it (else ambient credentials)."""
+
+    id: str
+    regions: tuple[str, ...]
+    role_arn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventBridgeSource:
+    queue_url: str
+    region: str
+    wait_seconds: int = 20
+    max_messages: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class LookupSource:
+    interval: timedelta = timedelta(minutes=1)
+    overlap: timedelta = timedelta(minutes=20)
+    lookback: timedelta = timedelta(hours=1)
+    rate_per_second: float = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    interval: timedelta = timedelta(hours=1)
+    name_patterns: tuple[str, ...] = ("*break-glass*", "*emergency*")
+    tags: dict[str, str] = field(default_factory=lambda: {"breakglass": "true"})
+    max_access_key_age: timedelta = timedelta(days=90)
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything ``run`` needs. Paths are absolute (resolved against the config file's folder)."""
+
+    rules_path: Path
+    state_path: Path
+    accounts: tuple[Account, ...]
+    listen: tuple[str, int] = DEFAULT_LISTEN
+    endpoint_url: str | None = None
+    eventbridge: EventBridgeSource | None = None
+    lookup: LookupSource | None = None
+    inventory: Inventory = field(default_factory=Inventory)
+    detection_grace: timedelta = timedelta(minutes=30)
+    retention: timedelta = timedelta(days=400)
+    source_file: Path | None = None

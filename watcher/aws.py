@@ -1,0 +1,82 @@
+"""AWS client factory shared by every source: one aiobotocore session, per-account credentials.
+
+An account with a ``role_arn`` is read through that role; its temporary credentials are cached
+and refreshed by botocore's refreshable-credentials machinery before they expire. Clients are
+long-lived: open them once with :meth:`AwsClients.client` inside an ``AsyncExitStack``.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.credentials import AioDeferredRefreshableCredentials
+from aiobotocore.session import AioSession, get_session
+
+from watcher.settings import Account
+
+ROLE_SESSION_NAME = "breakglass-watcher"
+
+# Retries are ours (token bucket + backoff with metrics), so botocore's own are kept minimal.
+_CLIENT_CONFIG = AioConfig(
+    retries={"max_attempts": 1, "mode": "standard"},
+    connect_timeout=5,
+    read_timeout=30,
+)
+
+
+class AwsClients:
+    """Creates aiobotocore clients for an endpoint (``None``: real AWS) and accounts."""
+
+    def __init__(self, endpoint_url: str | None = None) -> None:
+        self.endpoint_url = endpoint_url
+        self._session = get_session()
+        self._role_sessions: dict[str, AioSession] = {}
+
+    def client(
+        self,
+        service: str,
+        region: str,
+        account: Account | None = None,
+        *,
+        read_timeout: float | None = None,
+    ) -> AbstractAsyncContextManager[Any]:
+        """An async context manager yielding a client for ``service`` in ``region``."""
+        session = self._session
+        if account is not None and account.role_arn:
+            session = self._session_for_role(account.role_arn, region)
+        config = _CLIENT_CONFIG
+        if read_timeout is not None:
+            config = config.merge(AioConfig(read_timeout=read_timeout))
+        return session.create_client(
+            service, region_name=region, endpoint_url=self.endpoint_url, config=config
+        )
+
+    def _session_for_role(self, role_arn: str, region: str) -> AioSession:
+        cached = self._role_sessions.get(role_arn)
+        if cached is not None:
+            return cached
+        session = get_session()
+
+        async def refresh() -> dict[str, str]:
+            async with self._session.create_client(
+                "sts", region_name=region, endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG
+            ) as sts:
+                answer = await sts.assume_role(RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME)
+            creds = answer["Credentials"]
+            expiry: datetime = creds["Expiration"]
+            return {
+                "access_key": creds["AccessKeyId"],
+                "secret_key": creds["SecretAccessKey"],
+                "token": creds["SessionToken"],
+                "expiry_time": expiry.isoformat(),
+            }
+
+        # The documented way to give a botocore session refreshable credentials.
+        session._credentials = AioDeferredRefreshableCredentials(
+            refresh_using=refresh, method="assume-role"
+        )
+        self._role_sessions[role_arn] = session
+        return session

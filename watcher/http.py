@@ -1,0 +1,103 @@
+"""The watcher's HTTP endpoints: metrics, liveness, readiness and recent events.
+
+``/metrics`` negotiates the exposition format with the scraper (Prometheus text by default,
+OpenMetrics when asked for), as prometheus_client's own handlers do. Access logs are off: a scrape
+every 15 s would drown the watcher's own log lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from watcher.errors import StoreError, WatcherError
+
+DEFAULT_EVENTS_LIMIT = 100
+MAX_EVENTS_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Named readiness checks (rules loaded, store open, each enabled source polled recently)."""
+
+    checks: Mapping[str, bool]
+
+    @property
+    def ready(self) -> bool:
+        return all(self.checks.values())
+
+
+def parse_limit(raw: str | None) -> int:
+    """``/api/events``'s ``limit``: absent → default; else a whole number in 1..MAX."""
+    if raw is None:
+        return DEFAULT_EVENTS_LIMIT
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_EVENTS_LIMIT:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_EVENTS_LIMIT}, not {raw!r}")
+    return int(raw)
+
+
+class HttpServer:
+    """Serves ``registry`` and the daemon's state; :meth:`start` then :meth:`stop`."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        readiness: Callable[[], Readiness],
+        recent_events: Callable[[int], Awaitable[list[dict[str, Any]]]],
+    ) -> None:
+        self._registry = registry
+        self._readiness = readiness
+        self._recent_events = recent_events
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0: any free port); returns the port bound."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/api/events", self._events)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise WatcherError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        self._runner = runner
+        bound: int = runner.addresses[0][1]
+        return bound
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(self._registry), headers={"Content-Type": content_type})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        readiness = self._readiness()
+        body = {"ready": readiness.ready, "checks": dict(readiness.checks)}
+        return web.json_response(body, status=200 if readiness.ready else 503)
+
+    async def _events(self, request: web.Request) -> web.Response:
+        try:
+            limit = parse_limit(request.query.get("limit"))
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        try:
+            events = await self._recent_events(limit)
+        except StoreError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
+        return web.json_response(events)

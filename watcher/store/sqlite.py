@@ -1,0 +1,450 @@
+"""The state store in one SQLite file (stdlib ``sqlite3``, WAL), worked on one dedicated thread.
+
+Every statement runs on a single worker thread that owns the connection, so the event loop never
+blocks on disk and the connection is never shared between threads. Times are stored as UTC epoch
+seconds (REAL). Events are pruned by when they were *stored*, not by their event time: the dedup
+guarantee ("a key stays seen for the retention after we first stored it") is what pruning must
+keep, also for old events replayed from files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from watcher.errors import StoreError
+from watcher.model import Classification, Verdict
+from watcher.store.base import EVENT_FIELDS, CommitResult, FirstSeenKind, Totals
+
+T = TypeVar("T")
+
+# Variables per statement; SQLite builds before 3.32 allow at most 999.
+_CHUNK = 900
+
+#: Schema steps; step ``i`` takes the file from ``PRAGMA user_version`` ``i`` to ``i + 1``.
+#: Append only: never edit a released step.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        dedup_key TEXT PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        event_time REAL NOT NULL,
+        principal TEXT NOT NULL,
+        classification TEXT NOT NULL,
+        exercise TEXT,
+        outcome TEXT NOT NULL,
+        event_name TEXT NOT NULL,
+        session_name TEXT,
+        source_ip TEXT,
+        account TEXT NOT NULL,
+        region TEXT NOT NULL,
+        source TEXT NOT NULL,
+        stored_at REAL NOT NULL
+    );
+    CREATE INDEX events_by_time ON events (event_time);
+    CREATE INDEX events_by_stored_at ON events (stored_at);
+    CREATE INDEX drills_by_exercise ON events (exercise, event_time)
+        WHERE classification = 'drill';
+    CREATE TABLE sessions (
+        principal TEXT NOT NULL,
+        session_key TEXT NOT NULL,
+        classification TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        PRIMARY KEY (principal, session_key)
+    ) WITHOUT ROWID;
+    CREATE INDEX sessions_by_last_seen ON sessions (last_seen);
+    CREATE TABLE event_counts (
+        principal TEXT NOT NULL,
+        classification TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (principal, classification, outcome)
+    ) WITHOUT ROWID;
+    CREATE TABLE session_counts (
+        principal TEXT NOT NULL,
+        classification TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (principal, classification)
+    ) WITHOUT ROWID;
+    CREATE TABLE last_events (
+        principal TEXT NOT NULL,
+        classification TEXT NOT NULL,
+        event_time REAL NOT NULL,
+        PRIMARY KEY (principal, classification)
+    ) WITHOUT ROWID;
+    CREATE TABLE last_drills (
+        principal TEXT PRIMARY KEY,
+        event_time REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE windows (
+        exercise TEXT NOT NULL,
+        start_time REAL NOT NULL,
+        end_time REAL NOT NULL,
+        result TEXT NOT NULL,
+        decided_at REAL NOT NULL,
+        PRIMARY KEY (exercise, start_time)
+    ) WITHOUT ROWID;
+    CREATE TABLE first_seen (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (kind, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE checkpoints (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+
+_INSERT_EVENT = f"""
+    INSERT OR IGNORE INTO events ({", ".join(EVENT_FIELDS)})
+    VALUES ({", ".join("?" for _ in EVENT_FIELDS)})
+"""
+_ADD_EVENT_COUNT = """
+    INSERT INTO event_counts VALUES (?, ?, ?, ?)
+    ON CONFLICT DO UPDATE SET count = count + excluded.count
+"""
+_ADD_SESSION_COUNT = """
+    INSERT INTO session_counts VALUES (?, ?, ?)
+    ON CONFLICT DO UPDATE SET count = count + excluded.count
+"""
+_TOUCH_SESSION = """
+    INSERT INTO sessions VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT DO UPDATE SET last_seen = excluded.last_seen
+"""
+_MAX_LAST_EVENT = """
+    INSERT INTO last_events VALUES (?, ?, ?)
+    ON CONFLICT DO UPDATE SET event_time = max(event_time, excluded.event_time)
+"""
+_MAX_LAST_DRILL = """
+    INSERT INTO last_drills VALUES (?, ?)
+    ON CONFLICT DO UPDATE SET event_time = max(event_time, excluded.event_time)
+"""
+_SET_CHECKPOINT = """
+    INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT DO UPDATE SET value = excluded.value
+"""
+
+
+def _ts(t: datetime) -> float:
+    if t.tzinfo is None:
+        raise ValueError(f"naive datetime {t.isoformat()}: the store takes timezone-aware times")
+    return t.timestamp()
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _iso(ts: float) -> str:
+    return _dt(ts).isoformat().replace("+00:00", "Z")
+
+
+def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    for i in range(0, len(values), _CHUNK):
+        yield values[i : i + _CHUNK]
+
+
+def _event_row(verdict: Verdict, source: str, stored_at: float) -> tuple[Any, ...]:
+    """The stored fields, in :data:`EVENT_FIELDS` order: nothing of the raw record."""
+    e = verdict.event
+    return (
+        e.event_id,
+        e.dedup_key,
+        _ts(e.event_time),
+        verdict.principal,
+        verdict.classification,
+        verdict.exercise,
+        verdict.outcome,
+        e.event_name,
+        e.session_name,
+        e.source_ip,
+        e.account,
+        e.region,
+        source,
+        stored_at,
+    )
+
+
+class SqliteStore:
+    """:class:`watcher.store.base.Store` in the SQLite file ``path`` (created if missing)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _call(self, what: str, job: Callable[[], T]) -> T:
+        """Run ``job`` on the store's thread; SQLite and OS errors become :class:`StoreError`."""
+        if self._executor is None:
+            raise StoreError(f"state store {self.path}: {what}: the store is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"state store {self.path}: {what} failed: {exc}") from exc
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        assert self._conn is not None, "used only on the store thread after open"
+        return self._conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    # -- open and close -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            raise StoreError(f"state store {self.path}: already open")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        try:
+            await self._call("open", self._open)
+        except BaseException:
+            await self._shutdown()
+            raise
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE.
+        self._conn = sqlite3.connect(self.path, isolation_level=None)
+        db = self._conn
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"cannot use WAL journal mode (got {mode!r})")
+        # FULL, not NORMAL: with WAL both survive kill -9 of the process, but NORMAL may lose
+        # the last commits on power loss or an OS crash. The SQS source deletes messages once
+        # commit returns, so a lost commit is a break-glass event lost for good. Commits are one
+        # per batch (a few a second at most), so one fsync each costs next to nothing.
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA busy_timeout = 5000")
+        check = db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"database is corrupt: {check}")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        db = self._db
+        version: int = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this watcher knows ({len(MIGRATIONS)})"
+            )
+        for target, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript runs the whole step; the explicit BEGIN/COMMIT make it atomic.
+            try:
+                db.executescript(f"BEGIN IMMEDIATE;{step};PRAGMA user_version = {target};COMMIT;")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        """Close the connection after every queued job, then stop the thread."""
+        try:
+            await self._call("close", self._close)
+        finally:
+            assert self._executor is not None
+            self._executor.shutdown()
+            self._executor = None
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def commit(
+        self,
+        items: Sequence[tuple[Verdict, str]],
+        checkpoints: Mapping[str, str] | None = None,
+        *,
+        now: datetime,
+    ) -> CommitResult:
+        job = partial(self._commit, list(items), dict(checkpoints or {}), _ts(now))
+        return await self._call("commit", job)
+
+    def _commit(
+        self, items: list[tuple[Verdict, str]], checkpoints: dict[str, str], stored_at: float
+    ) -> CommitResult:
+        batch: dict[str, tuple[Verdict, str]] = {}
+        for verdict, source in items:
+            batch.setdefault(verdict.event.dedup_key, (verdict, source))
+        with self._transaction() as db:
+            stored = self._seen(list(batch))
+            new = [item for key, item in batch.items() if key not in stored]
+            db.executemany(_INSERT_EVENT, [_event_row(v, s, stored_at) for v, s in new])
+            verdicts = [v for v, _ in new]
+            self._add_aggregates(verdicts)
+            new_sessions = self._touch_sessions(verdicts, stored_at)
+            db.executemany(_SET_CHECKPOINT, checkpoints.items())
+        return CommitResult(verdicts, new_sessions)
+
+    def _add_aggregates(self, verdicts: list[Verdict]) -> None:
+        counts = Counter((v.principal, v.classification, v.outcome) for v in verdicts)
+        last_event: dict[tuple[str, str], float] = {}
+        last_drill: dict[str, float] = {}
+        for v in verdicts:
+            t = _ts(v.event.event_time)
+            key = (v.principal, v.classification)
+            last_event[key] = max(t, last_event.get(key, t))
+            if v.classification == "drill":
+                last_drill[v.principal] = max(t, last_drill.get(v.principal, t))
+        db = self._db
+        db.executemany(_ADD_EVENT_COUNT, [(*k, n) for k, n in counts.items()])
+        db.executemany(_MAX_LAST_EVENT, [(*k, t) for k, t in last_event.items()])
+        db.executemany(_MAX_LAST_DRILL, last_drill.items())
+
+    def _touch_sessions(
+        self, verdicts: list[Verdict], stored_at: float
+    ) -> list[tuple[str, Classification]]:
+        """Record each verdict's session; return (principal, classification) of the new ones."""
+        first: dict[tuple[str, str], Classification] = {}
+        for v in verdicts:
+            if v.session_key is not None:
+                first.setdefault((v.principal, v.session_key), v.classification)
+        db = self._db
+        known: set[tuple[str, str]] = set()
+        for chunk in _chunks(sorted({key for _, key in first})):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT principal, session_key FROM sessions WHERE session_key IN ({marks})"
+            known.update(db.execute(sql, chunk))
+        new = [(key, c) for key, c in first.items() if key not in known]
+        db.executemany(
+            _TOUCH_SESSION, [(p, k, c, stored_at, stored_at) for (p, k), c in first.items()]
+        )
+        new_counts = Counter((p, c) for (p, _), c in new)
+        db.executemany(_ADD_SESSION_COUNT, [(*k, n) for k, n in new_counts.items()])
+        return [(p, c) for (p, _), c in new]
+
+    async def seen(self, keys: Sequence[str]) -> set[str]:
+        return await self._call("seen", partial(self._seen, list(keys)))
+
+    def _seen(self, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT dedup_key FROM events WHERE dedup_key IN ({marks})"
+            found.update(row[0] for row in self._db.execute(sql, chunk))
+        return found
+
+    async def recent_events(self, limit: int) -> list[dict[str, Any]]:
+        return await self._call("recent_events", partial(self._recent_events, limit))
+
+    def _recent_events(self, limit: int) -> list[dict[str, Any]]:
+        sql = (
+            f"SELECT {', '.join(EVENT_FIELDS)} FROM events"
+            " ORDER BY event_time DESC, stored_at DESC, dedup_key LIMIT ?"
+        )
+        events = []
+        for row in self._db.execute(sql, (limit,)):
+            event = dict(zip(EVENT_FIELDS, row, strict=True))
+            event["event_time"] = _iso(event["event_time"])
+            event["stored_at"] = _iso(event["stored_at"])
+            events.append(event)
+        return events
+
+    async def prune(self, before: datetime) -> int:
+        return await self._call("prune", partial(self._prune, _ts(before)))
+
+    def _prune(self, before: float) -> int:
+        with self._transaction() as db:
+            removed = db.execute("DELETE FROM events WHERE stored_at < ?", (before,)).rowcount
+            db.execute("DELETE FROM sessions WHERE last_seen < ?", (before,))
+        return removed
+
+    # -- checkpoints, aggregates, first sightings -----------------------------------------
+
+    async def checkpoint(self, key: str) -> str | None:
+        return await self._call("checkpoint", partial(self._checkpoint, key))
+
+    def _checkpoint(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM checkpoints WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    async def totals(self) -> Totals:
+        return await self._call("totals", self._totals)
+
+    def _totals(self) -> Totals:
+        db = self._db
+        return Totals(
+            events={(p, c, o): n for p, c, o, n in db.execute("SELECT * FROM event_counts")},
+            sessions={(p, c): n for p, c, n in db.execute("SELECT * FROM session_counts")},
+            last_event={(p, c): _dt(t) for p, c, t in db.execute("SELECT * FROM last_events")},
+            last_drill={p: _dt(t) for p, t in db.execute("SELECT * FROM last_drills")},
+            windows=self._window_totals(),
+        )
+
+    async def first_seen(self, kind: FirstSeenKind, name: str, now: datetime) -> datetime:
+        return await self._call("first_seen", partial(self._first_seen, kind, name, _ts(now)))
+
+    def _first_seen(self, kind: str, name: str, now: float) -> datetime:
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO first_seen VALUES (?, ?, ?)", (kind, name, now))
+            sql = "SELECT at FROM first_seen WHERE kind = ? AND name = ?"
+            at: float = db.execute(sql, (kind, name)).fetchone()[0]
+        return _dt(at)
+
+    # -- exercise windows -----------------------------------------------------------------
+
+    async def decide_window(
+        self, exercise: str, start: datetime, end: datetime, result: str, now: datetime
+    ) -> bool:
+        row = (exercise, _ts(start), _ts(end), result, _ts(now))
+        return await self._call("decide_window", partial(self._decide_window, row))
+
+    def _decide_window(self, row: tuple[str, float, float, str, float]) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute("INSERT OR IGNORE INTO windows VALUES (?, ?, ?, ?, ?)", row)
+        return cursor.rowcount == 1
+
+    async def window_totals(self) -> dict[tuple[str, str], int]:
+        return await self._call("window_totals", self._window_totals)
+
+    def _window_totals(self) -> dict[tuple[str, str], int]:
+        sql = "SELECT exercise, result, count(*) FROM windows GROUP BY exercise, result"
+        return {(e, r): n for e, r, n in self._db.execute(sql)}
+
+    async def last_decided_end(self, exercise: str) -> datetime | None:
+        return await self._call("last_decided_end", partial(self._last_decided_end, exercise))
+
+    def _last_decided_end(self, exercise: str) -> datetime | None:
+        sql = "SELECT max(end_time) FROM windows WHERE exercise = ?"
+        end: float | None = self._db.execute(sql, (exercise,)).fetchone()[0]
+        return None if end is None else _dt(end)
+
+    async def drill_events_in(self, exercise: str, start: datetime, end: datetime) -> int:
+        job = partial(self._drill_events_in, exercise, _ts(start), _ts(end))
+        return await self._call("drill_events_in", job)
+
+    def _drill_events_in(self, exercise: str, start: float, end: float) -> int:
+        sql = (
+            "SELECT count(*) FROM events WHERE classification = 'drill' AND exercise = ?"
+            " AND event_time >= ? AND event_time < ?"
+        )
+        count: int = self._db.execute(sql, (exercise, start, end)).fetchone()[0]
+        return count

@@ -1,0 +1,173 @@
+"""``breakglass-watcher audit``: the inventory and every credential check, once, for a person.
+
+Exit status: 0 when every check passes, 1 when a check fails or an account could not be read
+(an unread account is not a healthy one), 2 for config errors (raised as ``WatcherError``).
+
+Drill recency needs the daemon's state (last drill per principal, when watching began). It is
+read from ``state_path`` when that file exists; a never-drilled principal the daemon has not
+recorded yet gets "first watched" = now, as the daemon would on its first tick. Without a state
+file the check is left out and a note says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+
+from watcher.aws import AwsClients
+from watcher.credentials import CheckResult, check_credentials, drill_due
+from watcher.inventory import AccountError, discover
+from watcher.model import Principal, Rules
+from watcher.rules import load_rules
+from watcher.settings import Config
+from watcher.store.sqlite import SqliteStore
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    principals: tuple[Principal, ...]
+    checks: tuple[CheckResult, ...]
+    errors: tuple[AccountError, ...]
+    truncated: Mapping[str, int]
+    notes: tuple[str, ...]
+    now: datetime
+
+    @property
+    def failing(self) -> int:
+        return sum(not c.ok for c in self.checks)
+
+    @property
+    def ok(self) -> bool:
+        return self.failing == 0 and not self.errors
+
+
+def run_audit(config: Config, *, fmt: str, out: TextIO) -> int:
+    """Audit once and print the report as ``table`` or ``json``."""
+    rules = load_rules(config.rules_path)
+    report = asyncio.run(audit(config, rules, now=datetime.now(UTC)))
+    out.write(format_json(report) if fmt == "json" else format_table(report))
+    return 0 if report.ok else 1
+
+
+async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
+    """Discover, check every watched principal, and check drill recency of declared ones."""
+    inventory = await discover(AwsClients(config.endpoint_url), config, rules)
+    max_age = config.inventory.max_access_key_age
+    checks = [
+        check
+        for p in inventory.principals
+        if (facts := inventory.facts.get(p.name)) is not None
+        for check in check_credentials(p, facts, max_key_age=max_age, now=now)
+    ]
+    declared = [p for p in inventory.principals if p.origin == "declared"]
+    notes: list[str] = []
+    if config.state_path.exists():
+        checks += await _drill_checks(config, declared, now)
+    else:
+        notes.append(f"drill recency not checked: no state file at {config.state_path}")
+    order = {p.name: i for i, p in enumerate(inventory.principals)}
+    return AuditReport(
+        principals=inventory.principals,
+        checks=tuple(sorted(checks, key=lambda c: order[c.principal])),
+        errors=inventory.errors,
+        truncated=inventory.truncated,
+        notes=tuple(notes),
+        now=now,
+    )
+
+
+async def _drill_checks(
+    config: Config, principals: list[Principal], now: datetime
+) -> list[CheckResult]:
+    store = SqliteStore(config.state_path)
+    await store.open()
+    try:
+        last_drill = (await store.totals()).last_drill
+        results = []
+        for p in principals:
+            last = last_drill.get(p.name)
+            first = now if last else await store.first_seen("principal", p.name, now)
+            results.append(drill_due(p, last, first, now))
+        return results
+    finally:
+        await store.close()
+
+
+def format_table(report: AuditReport) -> str:
+    """Checks grouped per principal in aligned columns, then account errors and notes."""
+    width = max((len(c.check) for c in report.checks), default=0)
+    unread = {e.account for e in report.errors}
+    lines = [
+        f"break-glass audit at {report.now.astimezone(UTC):%Y-%m-%d %H:%M} UTC: "
+        f"{_count(len(report.principals), 'principal')}, "
+        f"{_count(report.failing, 'failing check')}, "
+        f"{_count(len(report.errors), 'account error')}",
+    ]
+    for p in report.principals:
+        lines += ["", f"{p.name}  ({p.kind}, {p.origin}, account {p.account})"]
+        if p.origin == "discovered":
+            lines.append(
+                f"  note  found in IAM as {p.arn}; not declared in any rule, so only "
+                "unexpected use is watched"
+            )
+        checks = [c for c in report.checks if c.principal == p.name]
+        lines += [f"  {_mark(c.ok):<4}  {c.check:<{width}}  {c.reason}" for c in checks]
+        if p.account in unread:
+            lines.append(f"  ----  not checked: IAM of account {p.account} could not be read")
+    if report.errors:
+        lines += ["", "Account errors:"]
+        lines += [f"  FAIL  {e.account}  {e.kind}: {e.message}" for e in report.errors]
+    if report.truncated:
+        lines += ["", "Discovery truncated:"]
+        lines += [
+            f"  {account}: {n} more discovered principals not watched"
+            for account, n in report.truncated.items()
+        ]
+    if report.notes:
+        lines += ["", "Notes:", *(f"  {n}" for n in report.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def format_json(report: AuditReport) -> str:
+    """A list of rows: every check, each account error (check ``source``), each truncation
+    (check ``discovery``), all with the same keys."""
+    by_name = {p.name: p for p in report.principals}
+    rows: list[dict[str, Any]] = [
+        _row(by_name[c.principal], c.check, c.ok, c.reason) for c in report.checks
+    ]
+    rows += [
+        _row(None, "source", False, f"{e.kind}: {e.message}", e.account) for e in report.errors
+    ]
+    rows += [
+        _row(None, "discovery", True, f"{n} more discovered principals not watched", account)
+        for account, n in report.truncated.items()
+    ]
+    return orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def _row(
+    p: Principal | None, check: str, ok: bool, reason: str, account: str | None = None
+) -> dict[str, Any]:
+    return {
+        "principal": p.name if p else None,
+        "kind": p.kind if p else None,
+        "origin": p.origin if p else None,
+        "account": p.account if p else account,
+        "arn": p.arn if p else None,
+        "check": check,
+        "ok": ok,
+        "reason": reason,
+    }
+
+
+def _mark(ok: bool) -> str:
+    return "OK" if ok else "FAIL"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

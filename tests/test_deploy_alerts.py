@@ -1,0 +1,142 @@
+"""deploy/prometheus/alerts.yml: promtool checks and unit tests, plus the rules' conventions.
+
+promtool comes from Debian's ``prometheus`` package. Without it these tests skip, except under
+``CI=true``, where a missing promtool is a broken CI image and fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+ALERTS = PROMETHEUS_DIR / "alerts.yml"
+ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
+RUNBOOK = ROOT / "deploy" / "runbook.md"
+
+# DESIGN.md "Metrics", plus the per-source malformed-record counter.
+CONTRACT_METRICS = frozenset(
+    {
+        "breakglass_events_total",
+        "breakglass_sessions_total",
+        "breakglass_last_event_timestamp_seconds",
+        "breakglass_exercise_window_open",
+        "breakglass_exercise_windows_total",
+        "breakglass_exercise_next_window_start_timestamp_seconds",
+        "breakglass_principal_last_drill_timestamp_seconds",
+        "breakglass_principal_drill_due_timestamp_seconds",
+        "breakglass_principal_info",
+        "breakglass_credential_check",
+        "breakglass_access_key_age_seconds",
+        "breakglass_source_up",
+        "breakglass_source_last_success_timestamp_seconds",
+        "breakglass_source_errors_total",
+        "breakglass_detection_delay_seconds",
+        "breakglass_rules_info",
+        "breakglass_config_last_reload_success",
+        "breakglass_events_malformed_total",
+    }
+)
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+_METRIC_NAME = re.compile(r"\bbreakglass_[a-z0-9_]+")
+
+
+def metric_names(expr: str) -> set[str]:
+    """The ``breakglass_*`` metric families an expression reads (histogram suffixes removed)."""
+    names = set()
+    for name in _METRIC_NAME.findall(expr):
+        for suffix in HISTOGRAM_SUFFIXES:
+            base = name.removesuffix(suffix)
+            if base != name and base in CONTRACT_METRICS:
+                name = base
+        names.add(name)
+    return names
+
+
+def promtool() -> str:
+    """Path of promtool; skips the test when it is missing (fails under CI=true)."""
+    path = shutil.which("promtool")
+    if path is None:
+        reason = "promtool not found (apt-get install --no-install-recommends prometheus)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+def load_alert_rules() -> list[dict[str, Any]]:
+    """Every alerting rule of alerts.yml, in file order."""
+    document = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in document["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_promtool_check_rules() -> None:
+    result = _run(promtool(), "check", "rules", ALERTS.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_pass() -> None:
+    result = _run(promtool(), "test", "rules", ALERTS_TEST.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_is_tested_firing_and_not_firing() -> None:
+    tests = yaml.safe_load(ALERTS_TEST.read_text())["tests"]
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for case in tests:
+        for check in case.get("alert_rule_test", []):
+            (firing if check["exp_alerts"] else silent).add(check["alertname"])
+    names = {rule["alert"] for rule in load_alert_rules()}
+    assert names - firing == set(), "alerts never shown firing"
+    assert names - silent == set(), "alerts never shown not firing"
+
+
+def test_alert_names_are_unique() -> None:
+    names = [rule["alert"] for rule in load_alert_rules()]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("rule", load_alert_rules(), ids=lambda rule: str(rule["alert"]))
+def test_alert_conventions(rule: dict[str, Any]) -> None:
+    assert rule["labels"]["severity"] in {"critical", "warning"}
+    annotations = rule["annotations"]
+    assert {"summary", "description", "runbook_url"} <= annotations.keys()
+    anchor = annotations["runbook_url"].partition("#")[2]
+    assert anchor == rule["alert"].lower()
+    headings = {
+        line.removeprefix("## ").strip().lower()
+        for line in RUNBOOK.read_text().splitlines()
+        if line.startswith("## ")
+    }
+    assert anchor in headings, f"deploy/runbook.md has no section {rule['alert']}"
+    assert metric_names(rule["expr"]) <= CONTRACT_METRICS
+
+
+def test_first_event_alerts_use_increase_not_rate_of_uninitialised_series() -> None:
+    """Use alerts must see the first event: increase() over counters initialised to 0."""
+    by_name = {rule["alert"]: rule for rule in load_alert_rules()}
+    for name in ("BreakGlassUnexpectedUse", "BreakGlassFailedAttempt"):
+        expr = by_name[name]["expr"]
+        assert "increase(breakglass_events_total" in expr
+        assert by_name[name].get("for", "0m") == "0m"
+        assert by_name[name]["labels"]["severity"] == "critical"
+
+
+def test_metric_names_strips_histogram_suffixes_only_for_contract_histograms() -> None:
+    expr = "rate(breakglass_detection_delay_seconds_bucket[5m]) + breakglass_bogus_count"
+    assert metric_names(expr) == {"breakglass_detection_delay_seconds", "breakglass_bogus_count"}

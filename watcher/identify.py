@@ -1,0 +1,173 @@
+"""Which break-glass principal, if any, an event belongs to (DESIGN.md "identify").
+
+One event, at most one principal; the acting identity wins over the role an assume call names.
+Account ids compare exactly, IAM names case-insensitively and whole. Exact names are dict
+look-ups; ``name_pattern`` principals are tried only when no exact name matched. One addition
+to DESIGN.md: calls with a ``FederatedUser`` identity (``GetFederationToken``) whose session
+issuer is a break-glass IAM user are that user's uses: its credentials are at work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fnmatch import translate
+from typing import Any
+
+from watcher.events import ASSUME_EVENTS, STS_SOURCE
+from watcher.model import Principal, PrincipalKind, TrailEvent
+
+_Key = tuple[str, PrincipalKind, str]
+_MEMO_SIZE = 65536
+_ARN_KINDS: dict[tuple[str, str], PrincipalKind] = {
+    ("iam", "user"): "user",
+    ("iam", "role"): "role",
+    ("sts", "assumed-role"): "role",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A principal and how the event names it: ``requested`` when it is the role an assume call
+    asks for (the caller is someone else), otherwise it is the acting identity."""
+
+    principal: Principal
+    requested: bool = False
+
+
+class PrincipalIndex:
+    """The principals keyed for look-up: ``(account, kind, lower-cased name)`` and root accounts."""
+
+    def __init__(self, principals: Sequence[Principal]) -> None:
+        self._names: dict[_Key, Principal] = {}
+        self._roots: dict[str, Principal] = {}
+        self._by_arn: dict[str, Principal | None] = {}
+        self._patterns: dict[tuple[str, PrincipalKind], list[tuple[re.Pattern[str], Principal]]]
+        self._patterns = {}
+        for p in principals:
+            if p.kind == "root":
+                self._roots.setdefault(p.account, p)
+                continue
+            for name in p.iam_names:
+                self._names.setdefault((p.account, p.kind, name.lower()), p)
+            if p.name_pattern is not None:
+                pattern = re.compile(translate(p.name_pattern.lower()))
+                self._patterns.setdefault((p.account, p.kind), []).append((pattern, p))
+
+    def lookup(self, account: str, kind: PrincipalKind, name: str) -> Principal | None:
+        """The principal of IAM ``kind`` named ``name`` (any case) in ``account``."""
+        lowered = name.lower()
+        found = self._names.get((account, kind, lowered))
+        if found is not None:
+            return found
+        for pattern, principal in self._patterns.get((account, kind), ()):
+            if pattern.match(lowered):
+                return principal
+        return None
+
+    def by_arn(self, arn: object) -> Principal | None:
+        """The principal a user, role or assumed-role ARN names (memoised: ARNs repeat)."""
+        if type(arn) is not str:
+            return None
+        try:
+            return self._by_arn[arn]
+        except KeyError:
+            pass
+        parsed = parse_arn(arn)
+        found = self.lookup(*parsed) if parsed else None
+        if len(self._by_arn) >= _MEMO_SIZE:
+            self._by_arn.clear()
+        self._by_arn[arn] = found
+        return found
+
+    def root(self, account: str) -> Principal | None:
+        return self._roots.get(account)
+
+
+def parse_arn(arn: str) -> tuple[str, PrincipalKind, str] | None:
+    """``(account, kind, name)`` of ``arn:PARTITION:iam::ACCOUNT:user|role/[path/]NAME`` or
+    ``arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/SESSION`` (whose name is ROLE)."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn":
+        return None
+    resource, _, rest = parts[5].partition("/")
+    kind = _ARN_KINDS.get((parts[2], resource))
+    if kind is None or not rest:
+        return None
+    name = rest.split("/", 1)[0] if resource == "assumed-role" else rest.rsplit("/", 1)[-1]
+    return (parts[4], kind, name) if name else None
+
+
+def _of_kind(found: Principal | None, kind: PrincipalKind) -> Principal | None:
+    return found if found is not None and found.kind == kind else None
+
+
+def _session_role(identity: dict[str, Any], index: PrincipalIndex) -> Principal | None:
+    context = identity.get("sessionContext")
+    if type(context) is dict:
+        issuer = context.get("sessionIssuer")
+        if type(issuer) is dict and issuer.get("type") == "Role":
+            found = _of_kind(index.by_arn(issuer.get("arn")), "role")
+            if found is not None:
+                return found
+    return _of_kind(index.by_arn(identity.get("arn")), "role")
+
+
+def _user(identity: dict[str, Any], event: TrailEvent, index: PrincipalIndex) -> Principal | None:
+    name = identity.get("userName")
+    if type(name) is str and name:
+        account = identity.get("accountId")
+        account = account if type(account) is str and account else event.account
+        return index.lookup(account, "user", name)
+    return _of_kind(index.by_arn(identity.get("arn")), "user")
+
+
+def _acting(event: TrailEvent, index: PrincipalIndex) -> Principal | None:
+    identity = event.identity
+    kind = identity.get("type")
+    if kind == "AssumedRole":
+        return _session_role(identity, index)
+    if kind == "IAMUser":
+        return _user(identity, event, index)
+    if kind == "Root":
+        if identity.get("invokedBy"):
+            return None
+        account = identity.get("accountId")
+        return index.root(account if type(account) is str and account else event.account)
+    if kind == "FederatedUser":  # GetFederationToken of a user: the user's credentials at work
+        context = identity.get("sessionContext")
+        issuer = context.get("sessionIssuer") if type(context) is dict else None
+        if type(issuer) is dict and issuer.get("type") == "IAMUser":
+            return _of_kind(index.by_arn(issuer.get("arn")), "user")
+    return None
+
+
+def _requested(event: TrailEvent, index: PrincipalIndex) -> Principal | None:
+    request = event.raw.get("requestParameters")
+    if type(request) is not dict:
+        return None
+    role_arn = request.get("roleArn")
+    if type(role_arn) is not str or ":iam::" not in role_arn:
+        return None
+    return _of_kind(index.by_arn(role_arn), "role")
+
+
+def match(event: TrailEvent, index: PrincipalIndex) -> Match | None:
+    """The principal ``event`` belongs to, and whether it is the role an assume call asks for."""
+    if event.event_type == "AwsServiceEvent":
+        return None
+    acting = _acting(event, index)
+    if acting is not None:
+        return Match(acting)
+    if event.event_name in ASSUME_EVENTS and event.event_source == STS_SOURCE:
+        requested = _requested(event, index)
+        if requested is not None:
+            return Match(requested, requested=True)
+    return None
+
+
+def identify(event: TrailEvent, index: PrincipalIndex) -> Principal | None:
+    """The break-glass principal ``event`` is a use of, or None."""
+    found = match(event, index)
+    return found.principal if found else None

@@ -1,0 +1,154 @@
+"""``breakglass-watcher replay``: classify CloudTrail files offline.
+
+Streams every file, keeps only break-glass verdicts (de-duplicated across all inputs by
+``TrailEvent.dedup_key``, first seen wins) and prints them in event-time order, one JSON line
+each, or a table per principal with ``--summary``. Malformed records are warned about on stderr
+with their location; a file that cannot be read makes the exit status 1, after the rest ran.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from watcher.classify import Classifier
+from watcher.events import FileReadError, Malformed, iter_file
+from watcher.model import CLASSIFICATIONS, OUTCOMES, Rules, TrailEvent, Verdict
+
+MAX_WARNINGS = 20
+
+
+def iso_z(t: datetime) -> str:
+    """``2026-10-01T12:05:00Z`` (fractional seconds only when there are some)."""
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def verdict_line(verdict: Verdict) -> dict[str, Any]:
+    """The JSON object ``replay`` prints for one verdict."""
+    event = verdict.event
+    return {
+        "event_id": event.event_id,
+        "event_time": iso_z(event.event_time),
+        "principal": verdict.principal,
+        "classification": verdict.classification,
+        "exercise": verdict.exercise,
+        "outcome": verdict.outcome,
+        "event_name": event.event_name,
+        "session_name": event.session_name,
+        "source_ip": event.source_ip,
+        "account": event.account,
+        "region": event.region,
+        "dedup_key": event.dedup_key,
+    }
+
+
+@dataclass
+class Warnings:
+    """A located warning per malformed record, the first ``MAX_WARNINGS`` of them, then counts."""
+
+    err: TextIO
+    count: int = 0
+
+    def malformed(self, item: Malformed) -> None:
+        self.count += 1
+        if self.count <= MAX_WARNINGS:
+            print(f"warning: malformed record: {item}", file=self.err)
+
+    def finish(self) -> None:
+        if self.count > MAX_WARNINGS:
+            print(f"warning: {self.count - MAX_WARNINGS} more malformed records", file=self.err)
+        if self.count:
+            print(f"{self.count} malformed records skipped", file=self.err)
+
+
+class Collector:
+    """Classifies records as they stream past and keeps only the break-glass verdicts,
+    de-duplicated by ``dedup_key`` (first seen wins), in arrival order."""
+
+    def __init__(self, classifier: Classifier, warnings: Warnings) -> None:
+        self._classify = classifier.classify
+        self._warnings = warnings
+        self._seen: set[str] = set()
+        self.verdicts: list[Verdict] = []
+
+    def add(self, item: TrailEvent | Malformed) -> None:
+        if isinstance(item, Malformed):
+            self._warnings.malformed(item)
+            return
+        verdict = self._classify(item)
+        if verdict is not None and item.dedup_key not in self._seen:
+            self._seen.add(item.dedup_key)
+            self.verdicts.append(verdict)
+
+
+@dataclass
+class _Row:
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    first: datetime | None = None
+    last: datetime | None = None
+    exercises: set[str] = field(default_factory=set)
+
+    def add(self, verdict: Verdict) -> None:
+        key = (verdict.classification, verdict.outcome)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        t = verdict.event.event_time
+        self.first = t if self.first is None else min(self.first, t)
+        self.last = t if self.last is None else max(self.last, t)
+        if verdict.exercise:
+            self.exercises.add(verdict.exercise)
+
+
+def summary_table(rules: Rules, verdicts: Sequence[Verdict]) -> str:
+    """A plain-text table: one row per principal of the rules (and any other seen)."""
+    rows: dict[str, _Row] = {p.name: _Row() for p in rules.principals}
+    for verdict in verdicts:
+        rows.setdefault(verdict.principal, _Row()).add(verdict)
+    columns = [f"{c} {o}" for c in CLASSIFICATIONS for o in OUTCOMES]
+    header = ["principal", *columns, "first", "last", "exercises"]
+    table = [header]
+    for name, row in rows.items():
+        table.append(
+            [
+                name,
+                *(str(row.counts.get((c, o), 0)) for c in CLASSIFICATIONS for o in OUTCOMES),
+                iso_z(row.first) if row.first else "-",
+                iso_z(row.last) if row.last else "-",
+                ",".join(sorted(row.exercises)) or "-",
+            ]
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table
+    )
+
+
+def run_replay(
+    rules: Rules, files: Sequence[Path], *, summary: bool, out: TextIO, err: TextIO | None = None
+) -> int:
+    """Classify ``files``; print verdicts (or the summary) to ``out``, warnings to ``err``
+    (stderr by default). Returns 0, or 1 when a file could not be read."""
+    err = err if err is not None else sys.stderr
+    warnings = Warnings(err)
+    collector = Collector(Classifier(rules), warnings)
+    failed: list[str] = []
+    for path in files:
+        try:
+            for item in iter_file(path):
+                collector.add(item)
+        except FileReadError as exc:
+            failed.append(str(exc))
+    verdicts = sorted(collector.verdicts, key=lambda v: v.event.event_time)  # stable
+    if summary:
+        print(summary_table(rules, verdicts), file=out)
+    else:
+        for verdict in verdicts:
+            print(json.dumps(verdict_line(verdict)), file=out)
+    warnings.finish()
+    for problem in failed:
+        print(f"error: {problem}", file=err)
+    return 1 if failed else 0

@@ -1,13 +1,15 @@
-"""Shared fixtures: a real moto server on loopback (port 0), reset between tests."""
+"""Shared fixtures: a real moto server (with the LookupEvents emulator) on loopback, port 0,
+reset between tests."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
+
+from watcher.emulator.server import Emulator, start_emulator
+from watcher.model import TrailEvent
 
 # No test may reach real AWS: fake credentials and no instance metadata look-ups.
 os.environ.update(
@@ -20,19 +22,78 @@ os.environ.pop("AWS_PROFILE", None)
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    """One moto server for the session; yields its endpoint URL."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+def moto_emulator() -> Iterator[Emulator]:
+    """One emulator (moto server + LookupEvents) for the session."""
+    emulator = start_emulator()
     try:
-        yield f"http://{host}:{port}"
+        yield emulator
     finally:
-        server.stop()
+        emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server(moto_emulator: Emulator) -> str:
+    """The session's endpoint URL."""
+    return moto_emulator.endpoint_url
 
 
 @pytest.fixture
-def moto_endpoint(moto_server: str) -> Iterator[str]:
+def emulator(moto_emulator: Emulator) -> Emulator:
+    """The emulator, emptied (moto backends and LookupEvents store) before each test."""
+    moto_emulator.reset()
+    return moto_emulator
+
+
+@pytest.fixture
+def moto_endpoint(emulator: Emulator) -> str:
     """The moto endpoint, emptied before each test."""
-    requests.post(f"{moto_server}/moto-api/reset", timeout=10).raise_for_status()
-    yield moto_server
+    return emulator.endpoint_url
+
+
+class RecordingSink:
+    """An in-memory EventSink: keeps each batch; raises instead while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[TrailEvent], str, dict[str, str]]] = []
+        self.calls = 0
+        self.failing: Exception | None = None
+
+    async def __call__(
+        self, events: Sequence[TrailEvent], source: str, checkpoints: Mapping[str, str]
+    ) -> None:
+        self.calls += 1
+        if self.failing is not None:
+            raise self.failing
+        self.batches.append((list(events), source, dict(checkpoints)))
+
+    @property
+    def event_ids(self) -> list[str]:
+        return [e.event_id for events, _, _ in self.batches for e in events]
+
+
+class RecordingObserver:
+    """An in-memory SourceObserver."""
+
+    def __init__(self) -> None:
+        self.successes: list[tuple[str, str, str]] = []
+        self.errors: list[tuple[str, str, str, str]] = []
+        self.malformed_seen: list[tuple[str, str, str]] = []
+
+    def success(self, source: str, account: str, region: str) -> None:
+        self.successes.append((source, account, region))
+
+    def error(self, source: str, account: str, region: str, kind: str) -> None:
+        self.errors.append((source, account, region, kind))
+
+    def malformed(self, source: str, where: str, reason: str) -> None:
+        self.malformed_seen.append((source, where, reason))
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink()
+
+
+@pytest.fixture
+def observer() -> RecordingObserver:
+    return RecordingObserver()

@@ -19,9 +19,10 @@ from watcher.settings import Account
 
 ROLE_SESSION_NAME = "breakglass-watcher"
 
-# Retries are ours (token bucket + backoff with metrics), so botocore's own are kept minimal.
+# Retries are ours (token bucket + backoff with metrics), so botocore makes one attempt only
+# (``total_max_attempts`` counts the first; ``max_attempts`` would count retries).
 _CLIENT_CONFIG = AioConfig(
-    retries={"max_attempts": 1, "mode": "standard"},
+    retries={"total_max_attempts": 1, "mode": "standard"},
     connect_timeout=5,
     read_timeout=30,
 )
@@ -50,9 +51,10 @@ class AwsClients:
         config = _CLIENT_CONFIG
         if read_timeout is not None:
             config = config.merge(AioConfig(read_timeout=read_timeout))
-        return session.create_client(
+        client: AbstractAsyncContextManager[Any] = session.create_client(
             service, region_name=region, endpoint_url=self.endpoint_url, config=config
         )
+        return client
 
     def _session_for_role(self, role_arn: str, region: str) -> AioSession:
         cached = self._role_sessions.get(role_arn)

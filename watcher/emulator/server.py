@@ -1,0 +1,50 @@
+"""Start moto's server on loopback with the LookupEvents emulator installed (tests, demo)."""
+
+from __future__ import annotations
+
+import urllib.request
+from types import TracebackType
+from typing import Any
+
+from watcher.emulator.lookup import LookupEventStore, install
+
+
+class Emulator:
+    """A running moto server (IAM, STS, SQS, EventBridge, … and LookupEvents)."""
+
+    def __init__(self, server: Any, endpoint_url: str, lookup: LookupEventStore) -> None:
+        self._server = server
+        self.endpoint_url = endpoint_url
+        self.lookup = lookup
+
+    def reset(self) -> None:
+        """Empty every moto backend and the LookupEvents store (faults, rate, delay too)."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            answer.read()
+        self.lookup.clear()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_emulator(port: int = 0) -> Emulator:
+    """Start moto's ThreadedMotoServer on 127.0.0.1:``port`` (0: a free one)."""
+    from moto.server import ThreadedMotoServer
+
+    store = install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    host, bound = server.get_host_and_port()
+    return Emulator(server, f"http://{host}:{bound}", store)

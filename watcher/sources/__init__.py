@@ -1,0 +1,1 @@
+"""Event sources: EventBridge → SQS (``sqs.py``) and CloudTrail LookupEvents (``lookup.py``)."""

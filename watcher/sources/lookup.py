@@ -1,0 +1,279 @@
+"""The CloudTrail LookupEvents poller: one per account and region.
+
+LookupEvents takes one lookup attribute per call and allows about two calls per second per
+account and region, so each poll asks only about the watched principals:
+
+- ``Username`` = each IAM user principal's name: the user's own calls, including its
+  ``ConsoleLogin`` (a failed one carries the user name too) and the console sessions of roles it
+  switches into (their session name is the user's name).
+- ``ResourceName`` = each role principal's ARN: the role is a resource of every ``AssumeRole*``
+  call into it, whoever calls and whether it succeeds. (``Username`` would name the caller.)
+- ``AccessKeyId`` = each temporary key those assume calls issued: what each session did. A key
+  is looked up until 12 hours (the longest role session) after its assume call; after a restart
+  the first poll reads the assume calls of the last 12 hours to find the keys again.
+- ``EventName=ConsoleLogin``, kept only when it identifies a principal: root sign-ins, and
+  failed sign-ins whatever ``Username`` LookupEvents gives them.
+- ``Username=root`` when the account's root is watched: the AWS API reference's own example of
+  a lookup (``NextToken``: "an AttributeKey of 'Username' with a value of 'root'") shows that
+  root's events carry the user name "root".
+
+Names and ARNs are looked up as the principal's ``arn`` spells them when it has one (IAM keeps
+the case it was created with), else as the rules wrote them.
+
+Each poll reads ``[checkpoint - overlap, now]`` (first poll: ``[now - lookback, now]``) with the
+same ``StartTime``/``EndTime`` on every page, so ``NextToken`` paging is stable; events reach
+LookupEvents minutes late and several events share a timestamp, so the overlap re-reads and the
+store's dedup absorbs the repeats. The checkpoint moves to the poll's ``EndTime`` only in the
+same sink call that stores the poll's events. A token bucket keeps the call rate; a
+``ThrottlingException`` waits (backoff with jitter) and asks for the same page again, never
+skipping one; any other error ends the poll (events already read are stored, the checkpoint
+stays) and the next poll comes after a backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from watcher.aws import AwsClients
+from watcher.events import ASSUME_EVENTS, Malformed, iter_document
+from watcher.identify import PrincipalIndex, identify, match
+from watcher.model import Principal, TrailEvent
+from watcher.settings import Account, LookupSource
+from watcher.sources.base import SOURCE_LOOKUP, CheckpointReader, EventSink, SourceObserver
+from watcher.sources.retry import Backoff, TokenBucket, classify_error, sleep_or_stop
+
+log = logging.getLogger(__name__)
+
+SESSION_MAX = timedelta(hours=12)
+PAGE_SIZE = 50
+
+Attribute = tuple[str, str]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Stopped(Exception):
+    """The stop event came during a poll."""
+
+
+def _name_as_spelled(principal: Principal) -> list[str]:
+    if principal.arn:
+        return [principal.arn.rsplit("/", 1)[-1]]
+    return list(principal.iam_names)
+
+
+def _role_arns(principal: Principal) -> list[str]:
+    if principal.arn:
+        return [principal.arn]
+    return [f"arn:aws:iam::{principal.account}:role/{name}" for name in principal.iam_names]
+
+
+def issued_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
+    """The temporary access key an assume call into a watched role issued, if any."""
+    if event.event_name not in ASSUME_EVENTS or event.error_code:
+        return None
+    found = match(event, index)
+    if found is None or not found.requested or found.principal.kind != "role":
+        return None
+    response = event.raw.get("responseElements")
+    credentials = response.get("credentials") if isinstance(response, dict) else None
+    key = credentials.get("accessKeyId") if isinstance(credentials, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
+class LookupPoller:
+    """Polls LookupEvents of one account and region for the watched principals' events."""
+
+    source = SOURCE_LOOKUP
+
+    def __init__(
+        self,
+        clients: AwsClients,
+        account: Account,
+        region: str,
+        settings: LookupSource,
+        principals: Callable[[], Sequence[Principal]],
+        sink: EventSink,
+        observer: SourceObserver,
+        checkpoints: CheckpointReader,
+        clock: Callable[[], datetime] = utc_now,
+        *,
+        backoff: Backoff | None = None,
+        throttle_backoff: Backoff | None = None,
+        bucket: TokenBucket | None = None,
+    ) -> None:
+        self._clients = clients
+        self.account = account
+        self.region = region
+        self.settings = settings
+        self._principals = principals
+        self._sink = sink
+        self._observer = observer
+        self._checkpoints = checkpoints
+        self._clock = clock
+        self._backoff = backoff or Backoff(base=5, cap=settings.interval.total_seconds())
+        self._throttle_backoff = throttle_backoff or Backoff(base=0.5, cap=20)
+        self._bucket = bucket or TokenBucket(settings.rate_per_second)
+        self.checkpoint_key = f"lookup:{account.id}:{region}"
+        self._keys: dict[str, datetime] = {}  # temporary key -> latest time it may be used
+        self._keys_recovered = False  # assume calls of the last SESSION_MAX read once
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll every ``settings.interval`` until ``stop`` is set."""
+        async with self._clients.client("cloudtrail", self.region, self.account) as cloudtrail:
+            while not stop.is_set():
+                if await self._poll(cloudtrail, stop):
+                    self._backoff.reset()
+                    delay = self.settings.interval.total_seconds()
+                else:
+                    delay = self._backoff.next_delay()
+                if await sleep_or_stop(stop, delay):
+                    return
+
+    async def _poll(self, cloudtrail: Any, stop: asyncio.Event) -> bool:
+        """One poll; True when everything was read and stored with the new checkpoint."""
+        end = self._clock()
+        try:
+            start = await self._window_start(end)
+        except Exception as exc:
+            log.error("cannot read the lookup checkpoint", extra={"error": str(exc)})
+            return False
+        principals = list(self._principals())
+        index = PrincipalIndex(principals)
+        found: dict[str, TrailEvent] = {}
+        complete = False
+        try:
+            await self._read_all(cloudtrail, principals, index, start, end, found, stop)
+            complete = True
+        except _Stopped:
+            pass
+        except Exception as exc:
+            kind = classify_error(exc)
+            log.warning(
+                "lookup poll failed",
+                extra={
+                    "kind": kind,
+                    "error": str(exc),
+                    "account": self.account.id,
+                    "region": self.region,
+                },
+            )
+            self._observer.error(self.source, self.account.id, self.region, kind)
+        checkpoints = {self.checkpoint_key: end.isoformat()} if complete else {}
+        if found or checkpoints:
+            try:
+                await self._sink(list(found.values()), self.source, checkpoints)
+            except Exception as exc:
+                log.error("sink failed; the poll will be repeated", extra={"error": str(exc)})
+                return False
+        if complete:
+            self._observer.success(self.source, self.account.id, self.region)
+        return complete
+
+    async def _window_start(self, end: datetime) -> datetime:
+        saved = await self._checkpoints.checkpoint(self.checkpoint_key)
+        if saved is None:
+            return end - self.settings.lookback
+        start = datetime.fromisoformat(saved) - self.settings.overlap
+        return min(start, end - self.settings.overlap)
+
+    def _lookups(
+        self, principals: Sequence[Principal]
+    ) -> tuple[list[Attribute], list[Attribute], list[Attribute]]:
+        """(user and root lookups, role lookups, sign-in sweep) for this account."""
+        here = self.account.id
+        users = [
+            ("Username", name)
+            for p in principals
+            if p.kind == "user" and p.account == here
+            for name in _name_as_spelled(p)
+        ]
+        if any(p.kind == "root" and p.account == here for p in principals):
+            users.append(("Username", "root"))
+        # Roles of every account: the caller's account records its copy of the assume call.
+        roles = [
+            ("ResourceName", arn) for p in principals if p.kind == "role" for arn in _role_arns(p)
+        ]
+        return sorted(set(users)), sorted(set(roles)), [("EventName", "ConsoleLogin")]
+
+    async def _read_all(
+        self,
+        cloudtrail: Any,
+        principals: Sequence[Principal],
+        index: PrincipalIndex,
+        start: datetime,
+        end: datetime,
+        found: dict[str, TrailEvent],
+        stop: asyncio.Event,
+    ) -> None:
+        users, roles, sweep = self._lookups(principals)
+        for attribute in users:
+            for event in await self._lookup(cloudtrail, attribute, start, end, stop):
+                found.setdefault(event.event_id, event)
+        # Assume calls first: they name the session keys to look up next.
+        keys_from = start if self._keys_recovered else min(start, end - SESSION_MAX)
+        for attribute in roles:
+            for event in await self._lookup(cloudtrail, attribute, keys_from, end, stop):
+                found.setdefault(event.event_id, event)
+                key = issued_key(event, index)
+                if key is not None:
+                    until = event.event_time + SESSION_MAX
+                    self._keys[key] = max(until, self._keys.get(key, until))
+        self._keys_recovered = True
+        self._keys = {k: until for k, until in self._keys.items() if until >= start}
+        for key in sorted(self._keys):
+            for event in await self._lookup(cloudtrail, ("AccessKeyId", key), start, end, stop):
+                found.setdefault(event.event_id, event)
+        for attribute in sweep:
+            for event in await self._lookup(cloudtrail, attribute, start, end, stop):
+                if identify(event, index) is not None:
+                    found.setdefault(event.event_id, event)
+
+    async def _lookup(
+        self,
+        cloudtrail: Any,
+        attribute: Attribute,
+        start: datetime,
+        end: datetime,
+        stop: asyncio.Event,
+    ) -> list[TrailEvent]:
+        """Every page of one lookup; throttled pages are asked for again after a backoff."""
+        where = f"lookup {self.account.id} {self.region} {attribute[0]}={attribute[1]}"
+        params: dict[str, Any] = {
+            "LookupAttributes": [{"AttributeKey": attribute[0], "AttributeValue": attribute[1]}],
+            "StartTime": start,
+            "EndTime": end,
+            "MaxResults": PAGE_SIZE,
+        }
+        events: list[TrailEvent] = []
+        token: str | None = None
+        while True:
+            if stop.is_set():
+                raise _Stopped
+            await self._bucket.acquire()
+            try:
+                page = await cloudtrail.lookup_events(
+                    **params, **({"NextToken": token} if token else {})
+                )
+            except Exception as exc:
+                if classify_error(exc) != "throttled":
+                    raise
+                self._observer.error(self.source, self.account.id, self.region, "throttled")
+                if await sleep_or_stop(stop, self._throttle_backoff.next_delay()):
+                    raise _Stopped from exc
+                continue
+            self._throttle_backoff.reset()
+            for item in iter_document({"Events": page.get("Events", [])}, where):
+                if isinstance(item, Malformed):
+                    self._observer.malformed(self.source, item.where, item.reason)
+                else:
+                    events.append(item)
+            token = page.get("NextToken")
+            if not token:
+                return events

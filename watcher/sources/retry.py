@@ -1,0 +1,168 @@
+"""Rate limiting, backoff and error classification shared by the event sources.
+
+Our own retries replace botocore's (clients are made with one attempt) so that every throttle
+and failure is counted in the metrics and the request rate stays under the API's limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import aiohttp
+from botocore.exceptions import (
+    ClientError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+ErrorKind = Literal["throttled", "network", "auth", "other"]
+Jitter = Literal["full", "none"]
+
+# botocore's own throttle list (botocore.retries.standard) plus the SQS spellings.
+_THROTTLED = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "KmsThrottled",
+        "AWS.SimpleQueueService.RequestThrottled",
+    }
+)
+_AUTH = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "AuthFailure",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "RequestExpired",
+        "KMS.AccessDeniedException",
+    }
+)
+
+
+def classify_code(code: str, status: int | None = None) -> ErrorKind:
+    """The error kind of an AWS error code (``status`` 429 is a throttle whatever the code)."""
+    if code in _THROTTLED or status == 429:
+        return "throttled"
+    if code in _AUTH:
+        return "auth"
+    return "other"
+
+
+def classify_error(exc: BaseException) -> ErrorKind:
+    """Map a botocore/aiohttp exception to the error kind used in metrics and retry decisions."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return classify_code(str(error.get("Code", "")), status)
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+        return "auth"
+    if isinstance(
+        exc, HTTPClientError | BotoConnectionError | aiohttp.ClientError | OSError | TimeoutError
+    ):
+        return "network"
+    return "other"
+
+
+class TokenBucket:
+    """Allows ``rate_per_second`` acquisitions on average, at most ``burst`` at once.
+
+    Waiters reserve their token before sleeping, so concurrent callers queue in arrival order
+    and the rate holds across them. ``clock`` and ``sleep`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        rate_per_second: float,
+        burst: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate_per_second <= 0 or burst < 1:
+            raise ValueError("rate_per_second must be > 0 and burst >= 1")
+        self.rate = rate_per_second
+        self.burst = burst
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = float(burst)
+        self._updated = clock()
+
+    def reserve(self) -> float:
+        """Take a token now; returns how long to wait before using it (0: use it now)."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    async def acquire(self) -> None:
+        """Wait until a token is available and take it."""
+        delay = self.reserve()
+        if delay > 0:
+            await self._sleep(delay)
+
+
+class Backoff:
+    """Exponential backoff: attempt n waits up to ``min(cap, base * 2**n)`` seconds.
+
+    ``jitter="full"`` draws the wait uniformly from [0, that bound] (AWS's recommendation, which
+    spreads retries of many clients); ``"none"`` waits the bound itself.
+    """
+
+    def __init__(
+        self,
+        base: float = 1.0,
+        cap: float = 60.0,
+        jitter: Jitter = "full",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self.jitter = jitter
+        self._rng = rng or random.Random()
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        bound = min(self.cap, self.base * 2.0 ** min(self.attempt, 62))
+        self.attempt += 1
+        return self._rng.uniform(0.0, bound) if self.jitter == "full" else bound
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to ``seconds``; returns True at once when ``stop`` is (or becomes) set."""
+    if stop.is_set():
+        return True
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,166 @@
+"""The EventBridge → SQS source: long-poll, parse, store, then delete.
+
+Order is what keeps events safe: a message is deleted only after the sink has stored every
+record in it. A crash, a cancellation or a failed delete after storing only means the message
+comes back, and the store's dedup absorbs it. A message with any record we cannot read is never
+deleted: the queue's redrive policy moves it to the dead-letter queue after ``maxReceiveCount``
+receives, where a person can look at it. Its readable records are still stored, and it is
+counted as malformed once, at its first receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+from typing import Any
+from urllib.parse import urlparse
+
+from watcher.aws import AwsClients
+from watcher.events import Malformed, parse_body
+from watcher.model import TrailEvent
+from watcher.settings import EventBridgeSource
+from watcher.sources.base import SOURCE_EVENTBRIDGE, EventSink, SourceObserver
+from watcher.sources.retry import Backoff, classify_code, classify_error, sleep_or_stop
+
+log = logging.getLogger(__name__)
+
+# Seconds the HTTP read may take beyond the long poll itself.
+_READ_MARGIN = 10
+
+
+def queue_account(queue_url: str) -> str:
+    """The account in a queue URL (``https://sqs.REGION.amazonaws.com/ACCOUNT/NAME``)."""
+    parts = [p for p in urlparse(queue_url).path.split("/") if p]
+    return parts[-2] if len(parts) >= 2 else "unknown"
+
+
+class SqsSource:
+    """Reads CloudTrail records that an EventBridge rule sends to one SQS queue."""
+
+    source = SOURCE_EVENTBRIDGE
+
+    def __init__(
+        self,
+        clients: AwsClients,
+        settings: EventBridgeSource,
+        sink: EventSink,
+        observer: SourceObserver,
+        *,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._clients = clients
+        self.settings = settings
+        self._sink = sink
+        self._observer = observer
+        self._backoff = backoff or Backoff()
+        self.account = queue_account(settings.queue_url)
+        self.region = settings.region
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set; the batch in hand is finished first."""
+        client = self._clients.client(
+            "sqs", self.region, read_timeout=self.settings.wait_seconds + _READ_MARGIN
+        )
+        async with client as sqs:
+            while not stop.is_set():
+                try:
+                    messages = await self._receive(sqs, stop)
+                except Exception as exc:
+                    self._failed("receive", exc)
+                    if await sleep_or_stop(stop, self._backoff.next_delay()):
+                        return
+                    continue
+                if messages is None:
+                    return
+                self._observer.success(self.source, self.account, self.region)
+                if messages and not await self._process(sqs, messages):
+                    if await sleep_or_stop(stop, self._backoff.next_delay()):
+                        return
+                    continue
+                self._backoff.reset()
+
+    async def _receive(self, sqs: Any, stop: asyncio.Event) -> list[dict[str, Any]] | None:
+        """One long poll; None when ``stop`` came first (the poll is abandoned: anything it
+        would have returned becomes visible again after the visibility timeout)."""
+        receive = asyncio.ensure_future(
+            sqs.receive_message(
+                QueueUrl=self.settings.queue_url,
+                WaitTimeSeconds=self.settings.wait_seconds,
+                MaxNumberOfMessages=self.settings.max_messages,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
+        )
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({receive, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not receive.done():
+                receive.cancel()
+                with suppress(asyncio.CancelledError):
+                    await receive
+        if receive.cancelled():
+            return None
+        messages: list[dict[str, Any]] = receive.result().get("Messages", [])
+        return messages
+
+    async def _process(self, sqs: Any, messages: list[dict[str, Any]]) -> bool:
+        """Store the batch, then delete the fully read messages; False if storing failed."""
+        events: list[TrailEvent] = []
+        done: list[dict[str, Any]] = []
+        for message in messages:
+            where = f"sqs message {message.get('MessageId', '?')}"
+            records = parse_body(message.get("Body", ""), where)
+            bad = [r for r in records if isinstance(r, Malformed)]
+            events.extend(r for r in records if isinstance(r, TrailEvent))
+            if not bad:
+                done.append(message)
+                continue
+            reason = "; ".join(b.reason for b in bad)
+            receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "1")
+            log.warning(
+                "malformed message left for the dead-letter queue",
+                extra={"where": where, "reason": reason, "receive_count": receives},
+            )
+            if receives == "1":  # count a message once, not at each redelivery
+                self._observer.malformed(self.source, where, reason)
+        if events:
+            try:
+                await self._sink(events, self.source, {})
+            except Exception as exc:
+                log.error(
+                    "sink failed; the batch is left in the queue",
+                    extra={"error": str(exc), "messages": len(messages)},
+                )
+                return False
+        if done:
+            await self._delete(sqs, done)
+        return True
+
+    async def _delete(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+        ]
+        try:
+            answer = await sqs.delete_message_batch(
+                QueueUrl=self.settings.queue_url, Entries=entries
+            )
+        except Exception as exc:
+            self._failed("delete (the messages will be redelivered)", exc)
+            return
+        for failure in answer.get("Failed", []):
+            code = str(failure.get("Code", ""))
+            log.warning(
+                "could not delete a stored message; it will be redelivered",
+                extra={"code": code, "reason": failure.get("Message", "")},
+            )
+            self._observer.error(self.source, self.account, self.region, classify_code(code))
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        kind = classify_error(exc)
+        log.warning(
+            f"sqs {what} failed",
+            extra={"kind": kind, "error": str(exc), "queue": self.settings.queue_url},
+        )
+        self._observer.error(self.source, self.account, self.region, kind)

@@ -70,14 +70,31 @@ def test_repository_rules_load() -> None:
     )
     assert role.kind == "role" and role.account == "123456789012"
     assert role.arn == "arn:aws:iam::123456789012:role/break-glass-admin-role"
-    (drill,) = rules.exercises
-    assert drill.principals == ("break-glass-admin", "break-glass-admin-role")
+    drill, user_drill = rules.exercises
+    assert drill.principals == ("break-glass-admin-role",)
     assert drill.schedule == "0 14 1 1,4,7,10 *"
     assert drill.duration == timedelta(hours=4)
     assert drill.timezone == "Europe/Berlin"
     assert drill.session_name == "break-glass-exercise*"
     assert drill.expect_detection is True and drill.require_mfa is False
+    assert user_drill.principals == ("break-glass-admin",)
+    assert user_drill.session_name is None and user_drill.require_mfa is True
     assert len(rules.digest) == 64
+
+
+def test_session_name_on_a_user_principal_is_an_error() -> None:
+    """A user's uses have no role session name: such an exercise could never see a drill."""
+    doc = base()
+    doc["exercises"][0]["principals"] = ["admin-user"]
+    doc["exercises"][0]["session_name"] = "drill-*"
+    doc["principals"].append(
+        {"name": "admin-user", "match": {"user_name": "admin"}, "account": "123456789012"}
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_rules([("rules/a.yaml", doc)])
+    (problem,) = caught.value.problems
+    assert problem.path == "exercises[0].principals[0]"
+    assert "session_name could never match" in problem.reason
 
 
 def test_principal_construction() -> None:
@@ -102,7 +119,7 @@ def test_principal_construction() -> None:
     ]
     admin, role, root, found, gov = parse_rules([("r.yaml", doc)], now=NOW).principals
     assert admin.iam_names == ("break-glass-admin",) and admin.name_pattern is None
-    assert admin.arn == "arn:aws:iam::123456789012:user/break-glass-admin"
+    assert admin.arn == "arn:aws:iam::123456789012:user/Break-Glass-Admin"  # as written
     assert role.iam_names == ("bg-role",)
     assert role.arn == "arn:aws:iam::123456789012:role/ops/BG-Role"
     assert (root.kind, root.account, root.iam_names) == ("root", "210987654321", ())

@@ -148,6 +148,10 @@ def parse_rules(documents: Sequence[tuple[str, object]], *, now: datetime | None
     return _parse(documents, now or datetime.now(UTC), complete=True)
 
 
+_Reference = tuple[At, str, bool]
+"""An exercise's reference to a principal: where, name, whether the exercise has session_name."""
+
+
 @dataclass
 class _Declared:
     """What the files declare so far, for checks across files."""
@@ -163,7 +167,7 @@ def _parse(documents: Sequence[tuple[str, object]], now: datetime, *, complete: 
     declared = _Declared({}, {}, {})
     principals: list[Principal] = []
     exercises: list[Exercise] = []
-    references: list[tuple[At, str]] = []
+    references: list[_Reference] = []
     for label, document in documents:
         at = At(label)
         top = check_mapping(
@@ -186,10 +190,17 @@ def _parse(documents: Sequence[tuple[str, object]], now: datetime, *, complete: 
             if exercise is not None:
                 exercises.append(exercise)
     if complete:
-        for where, name in references:
+        kinds = {p.name: p.kind for p in principals}
+        for where, name, has_session_name in references:
             if name not in declared.principals:
                 known = ", ".join(declared.principals) or "none"
                 report.add(where, f"no principal named {name!r} (declared: {known})")
+            elif has_session_name and kinds.get(name, "role") != "role":
+                report.add(
+                    where,
+                    f"{name!r} is a {kinds[name]} principal, whose uses have no role session "
+                    "name, so session_name could never match; give it an exercise of its own",
+                )
         if not declared.principals and documents:
             report.add(At(documents[0][0]), "no principals declared in any rule file")
     report.raise_if_any()
@@ -226,6 +237,7 @@ class _Match:
     partition: str = "aws"
     arn: str | None = None
     names: tuple[str, ...] = ()
+    spelling: str | None = None  # the first name as written: LookupEvents compares exactly
     pattern: str | None = None
     valid: bool = True
     carries_account: bool = False
@@ -298,6 +310,7 @@ def _match(fields: Fields, report: Report) -> _Match:
         name = keys.text(key)
         if name is not None and _iam_name(name, key, at.key(key), report):
             names.append(name.lower())
+            match.spelling = match.spelling or name
     root = keys.text("root_of_account")
     if root is not None and account_id(root, at.key("root_of_account"), report):
         match.account, match.account_from = root, "root_of_account"
@@ -388,7 +401,7 @@ def _built_arn(kind: PrincipalKind, account: str, match: _Match) -> str | None:
     prefix = f"arn:{match.partition}:iam::{account}:"
     if kind == "root":
         return prefix + "root"
-    return prefix + f"{kind}/{match.names[0]}" if match.names else None
+    return prefix + f"{kind}/{match.spelling}" if match.spelling else None
 
 
 def _unique_identity(
@@ -415,7 +428,7 @@ def _exercise(
     at: At,
     report: Report,
     declared: _Declared,
-    references: list[tuple[At, str]],
+    references: list[_Reference],
     now: datetime,
 ) -> Exercise | None:
     before = len(report.problems)
@@ -456,7 +469,7 @@ def _exercise(
 
 
 def _exercise_principals(
-    fields: Fields, report: Report, references: list[tuple[At, str]]
+    fields: Fields, report: Report, references: list[_Reference]
 ) -> tuple[str, ...]:
     at = fields.at.key("principals")
     names: dict[str, At] = {}
@@ -465,7 +478,7 @@ def _exercise_principals(
             report.add(where, f"{name!r} is listed twice")
         else:
             names[name] = where
-            references.append((where, name))
+            references.append((where, name, fields.given("session_name")))
     if fields.has("principals") and not fields.items("principals"):
         report.add(at, "names no principal; list at least one")
     return tuple(names)

@@ -45,9 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     drill.add_argument("--watcher-url", help="base URL of the running watcher (default: listen)")
     drill.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait")
     drill.add_argument("--records", type=Path, default=Path("records"))
-    drill.add_argument(
-        "--outside-window", action="store_true", help="run even with no window open"
-    )
+    drill.add_argument("--outside-window", action="store_true", help="run even with no window open")
 
     demo = sub.add_parser("demo", help="everything against an embedded AWS emulator")
     demo.add_argument("--once", action="store_true", help="check the result and exit")

@@ -314,8 +314,13 @@ def iter_document(obj: object, where: str) -> Iterator[TrailEvent | Malformed]:
 
 
 def parse_body(body: str | bytes, where: str) -> list[TrailEvent | Malformed]:
-    """The records of one SQS message body (normally one EventBridge envelope)."""
-    return _parse(body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body, where)
+    """The records of one SQS message body (normally one EventBridge envelope).
+
+    A body holding no record at all is malformed: a queue fed by an EventBridge rule carries
+    nothing else, so such a body is a misrouted message to be left to the dead-letter queue.
+    """
+    data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    return _parse(data, where) or [Malformed(where, "no CloudTrail record in the message body")]
 
 
 _LIST_START = re.compile(rb'\A\s*\{\s*"(Records|Events)"\s*:\s*\[')

@@ -42,7 +42,7 @@ class Principal:
 
 @dataclass(frozen=True, slots=True)
 class Exercise:
-    """A scheduled drill: recurring (``schedule`` cron + ``duration``) or one-off (``start``/``end``).
+    """A scheduled drill: recurring (cron + ``duration``) or one-off (``start``/``end``).
 
     Times are timezone-aware. ``timezone`` is an IANA name; cron starts are local wall-clock
     times in it. ``session_name`` is a case-sensitive glob.
@@ -115,7 +115,7 @@ class TrailEvent:
 
     @property
     def dedup_key(self) -> str:
-        """``sharedEventID`` where present (one cross-account assumption counts once), else ``eventID``."""
+        """``sharedEventID`` if present (cross-account assumptions count once), else ``eventID``."""
         return self.shared_event_id or self.event_id
 
 

@@ -14,6 +14,7 @@ it (``source`` ``aws.<service>``). Real EventBridge refuses ``aws.*`` sources fr
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -115,17 +116,30 @@ def deliver(
 ) -> None:
     """Put ``record`` on ``account``'s default bus in ``region`` as CloudTrail's EventBridge
     integration would (source, detail-type and time from the record)."""
-    envelope = eventbridge_envelope(record)
+    deliver_many(endpoint_url, [record], account, region=region)
+
+
+def deliver_many(
+    endpoint_url: str,
+    records: Sequence[dict[str, Any]],
+    account: str | None = None,
+    *,
+    region: str = "us-east-1",
+) -> None:
+    """:func:`deliver` for many records: one client, ten entries a ``PutEvents`` call."""
     events = _client(endpoint_url, "events", region, account)
-    answer = events.put_events(
-        Entries=[
-            {
-                "Source": envelope["source"],
-                "DetailType": envelope["detail-type"],
-                "Detail": json.dumps(record),
-                "Time": datetime.fromisoformat(str(record["eventTime"])),
-            }
-        ]
-    )
-    if answer.get("FailedEntryCount"):
-        raise RuntimeError(f"put_events refused the record: {answer['Entries']}")
+    for first in range(0, len(records), 10):
+        entries = []
+        for record in records[first : first + 10]:
+            envelope = eventbridge_envelope(record)
+            entries.append(
+                {
+                    "Source": envelope["source"],
+                    "DetailType": envelope["detail-type"],
+                    "Detail": json.dumps(record),
+                    "Time": datetime.fromisoformat(str(record["eventTime"])),
+                }
+            )
+        answer = events.put_events(Entries=entries)
+        if answer.get("FailedEntryCount"):
+            raise RuntimeError(f"put_events refused records: {answer['Entries']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import urllib.request
 from types import TracebackType
 from typing import Any
@@ -44,6 +45,7 @@ def start_emulator(port: int = 0) -> Emulator:
     from moto.server import ThreadedMotoServer
 
     store = install()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line a request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound = server.get_host_and_port()

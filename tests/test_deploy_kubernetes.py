@@ -217,6 +217,12 @@ def test_rules_in_the_configmap_are_valid(tmp_path: Path) -> None:
     assert rules.principals
 
 
+def test_configmap_rules_are_the_repository_example() -> None:
+    """kustomize reads no files outside its folder, so the example is copied: keep them equal."""
+    shipped = ROOT / "deploy" / "kubernetes" / "rules" / "break-glass.yaml"
+    assert shipped.read_text() == (ROOT / "rules" / "break-glass.yaml").read_text()
+
+
 def test_config_in_the_configmap_is_valid(tmp_path: Path) -> None:
     from watcher.config import load_config
 

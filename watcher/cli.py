@@ -17,7 +17,9 @@ def _parser() -> argparse.ArgumentParser:
         "credential health.",
     )
     parser.add_argument("--log-format", choices=("json", "text"), default="json")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level", help="default INFO (WARNING for demo, whose own output tells the story)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the daemon")
@@ -63,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from watcher.logs import setup_logging
 
-    setup_logging(args.log_format, args.log_level)
+    level = args.log_level or ("WARNING" if args.command == "demo" else "INFO")
+    setup_logging(args.log_format, level)
     try:
         return _dispatch(args)
     except WatcherError as exc:
@@ -132,7 +135,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             out=sys.stdout,
         )
     if command == "demo":
-        from watcher.demo import run_demo
+        try:
+            from watcher.demo import run_demo
+        except ImportError as exc:
+            raise WatcherError(
+                f"the demo needs its AWS emulator ({exc.name} is missing): "
+                "pip install 'breakglass-watcher[demo]'"
+            ) from exc
 
         return run_demo(once=args.once, port=args.port, out=sys.stdout)
     raise AssertionError(command)

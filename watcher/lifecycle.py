@@ -2,7 +2,8 @@
 
 Pure decisions (``windows_to_decide``, ``decide``) are separate from ``Lifecycle``, which applies
 them with the store and metrics. A window is considered only if it ends after the exercise first
-appeared in the rules, so adding an exercise never produces years of retroactive "missed".
+appeared in the rules — or last reappeared: an exercise that leaves the rules is forgotten — so
+adding an exercise never produces years of retroactive "missed".
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Lifecycle:
     grace: timedelta
 
     async def tick(self, rules: Rules, now: datetime) -> list[tuple[Window, WindowResult]]:
+        await self.store.forget_first_seen("exercise", [e.name for e in rules.exercises])
         decided: list[tuple[Window, WindowResult]] = []
         for exercise in rules.exercises:
             self.metrics.set_window_state(
@@ -72,12 +74,10 @@ class Lifecycle:
         one was already detected early.
         """
         cursor_key = f"lifecycle:{exercise.name}"
+        since = await self.store.first_seen("exercise", exercise.name, now)
         stored = await self.store.checkpoint(cursor_key)
-        since = (
-            datetime.fromisoformat(stored)
-            if stored
-            else await self.store.first_seen("exercise", exercise.name, now)
-        )
+        if stored:
+            since = max(since, datetime.fromisoformat(stored))
         cursor = since
         contiguous = True
         decided: list[tuple[Window, WindowResult]] = []

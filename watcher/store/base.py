@@ -8,7 +8,7 @@ Times passed in must be timezone-aware; times returned are UTC.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -114,6 +114,14 @@ class Store(Protocol):
 
     async def first_seen(self, kind: FirstSeenKind, name: str, now: datetime) -> datetime:
         """When ``name`` was first seen: ``now`` on the first call ever, that time afterwards."""
+        ...
+
+    async def forget_first_seen(self, kind: FirstSeenKind, keep: Collection[str]) -> int:
+        """Forget the first-seen times of names of ``kind`` not in ``keep``; returns how many.
+
+        An exercise that leaves the rules and comes back is judged from its return, not
+        retroactively for the time it was gone.
+        """
         ...
 
     async def prune(self, before: datetime) -> int:

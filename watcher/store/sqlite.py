@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -408,6 +408,20 @@ class SqliteStore:
             sql = "SELECT at FROM first_seen WHERE kind = ? AND name = ?"
             at: float = db.execute(sql, (kind, name)).fetchone()[0]
         return _dt(at)
+
+    async def forget_first_seen(self, kind: FirstSeenKind, keep: Collection[str]) -> int:
+        return await self._call(
+            "forget_first_seen", partial(self._forget_first_seen, kind, frozenset(keep))
+        )
+
+    def _forget_first_seen(self, kind: str, keep: frozenset[str]) -> int:
+        with self._transaction() as db:
+            names = [
+                n for (n,) in db.execute("SELECT name FROM first_seen WHERE kind = ?", (kind,))
+            ]
+            gone = [(kind, n) for n in names if n not in keep]
+            db.executemany("DELETE FROM first_seen WHERE kind = ? AND name = ?", gone)
+        return len(gone)
 
     # -- exercise windows -----------------------------------------------------------------
 

@@ -56,7 +56,11 @@ class Daemon:
         self.stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._last_success: dict[tuple[str, str, str], datetime] = {}
-        self._store_failing = False
+        # What failed at its last store access ("sink" or a periodic job): /readyz's store
+        # check. Each clears on its own next success, so a job whose writes happen to be
+        # no-ops cannot hide a failing sink, and a sink that sees no event cannot keep a
+        # recovered job failing.
+        self._store_failures: set[str] = set()
         self._discovered: tuple[Principal, ...] = ()
 
     # -- start and stop -------------------------------------------------------------------
@@ -108,10 +112,12 @@ class Daemon:
             try:
                 await job()
             except StoreError as exc:
-                self._store_failing = True
+                self._store_failures.add(job.__name__)
                 log.error("state store failed", extra={"error": str(exc)})
             except Exception:
                 log.exception("periodic job failed", extra={"job": job.__name__})
+            else:
+                self._store_failures.discard(job.__name__)
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), seconds)
 
@@ -233,13 +239,15 @@ class Daemon:
         """Classify, store, then count: returns only once the batch is durably stored."""
         now = self.clock()
         verdicts = [v for e in events if (v := self.classifier.classify(e)) is not None]
+        if not verdicts and not checkpoints:
+            return  # no break-glass event: nothing to store (most SQS batches)
         try:
             result = await self.store.commit([(v, source) for v in verdicts], checkpoints, now=now)
         except StoreError as exc:
-            self._store_failing = True
+            self._store_failures.add("sink")
             log.error("could not store events; nothing acknowledged", extra={"error": str(exc)})
             raise
-        self._store_failing = False
+        self._store_failures.discard("sink")
         self.metrics.observe(result, source, now)
         for verdict in result.verdicts:
             log.info(
@@ -309,7 +317,7 @@ class Daemon:
 
     def readiness(self) -> Readiness:
         now = self.clock()
-        checks = {"rules": True, "store": not self._store_failing}
+        checks = {"rules": True, "store": not self._store_failures}
         for source, account, region in self._source_labels():
             if source == "iam":
                 continue

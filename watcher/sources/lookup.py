@@ -33,6 +33,7 @@ stays) and the next poll comes after a backoff.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -123,6 +124,9 @@ class LookupPoller:
         self.checkpoint_key = f"lookup:{account.id}:{region}"
         self._keys: dict[str, datetime] = {}  # temporary key -> latest time it may be used
         self._keys_recovered = False  # assume calls of the last SESSION_MAX read once
+        # Malformed items already counted (digest -> event time): each poll re-reads the
+        # overlap, and an item is counted (and logged) once, not at every re-read.
+        self._malformed: dict[str, datetime] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every ``settings.interval`` until ``stop`` is set."""
@@ -213,6 +217,7 @@ class LookupPoller:
         stop: asyncio.Event,
     ) -> None:
         users, roles, sweep = self._lookups(principals)
+        self._malformed = {k: t for k, t in self._malformed.items() if t >= start}
         for attribute in users:
             for event in await self._lookup(cloudtrail, attribute, start, end, stop):
                 found.setdefault(event.event_id, event)
@@ -269,11 +274,25 @@ class LookupPoller:
                     raise _Stopped from exc
                 continue
             self._throttle_backoff.reset()
-            for item in iter_document({"Events": page.get("Events", [])}, where):
+            items = page.get("Events", [])
+            # One result per item, in order.
+            for raw, item in zip(items, iter_document({"Events": items}, where), strict=True):
                 if isinstance(item, Malformed):
-                    self._observer.malformed(self.source, item.where, item.reason)
+                    if self._first_sighting(raw):
+                        self._observer.malformed(self.source, item.where, item.reason)
                 else:
                     events.append(item)
             token = page.get("NextToken")
             if not token:
                 return events
+
+    def _first_sighting(self, raw: Any) -> bool:
+        """Whether a malformed item is seen for the first time (by its record's text)."""
+        payload = raw.get("CloudTrailEvent") if isinstance(raw, dict) else raw
+        text = payload if isinstance(payload, str) else repr(payload)
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        if key in self._malformed:
+            return False
+        when = raw.get("EventTime") if isinstance(raw, dict) else None
+        self._malformed[key] = when if isinstance(when, datetime) else self._clock()
+        return True

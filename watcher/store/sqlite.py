@@ -241,6 +241,9 @@ class SqliteStore:
         if check != "ok":
             raise sqlite3.DatabaseError(f"database is corrupt: {check}")
         self._migrate()
+        # SQLite opens a file it may not write read-only without a word, and reads work: write
+        # once now (the header's version, unchanged) so that open fails, not the first commit.
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
 
     def _migrate(self) -> None:
         db = self._db

@@ -8,14 +8,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,8 +50,13 @@ def write_config(
     rules: str,
     lookup: bool = True,
     extra: str = "",
+    lookup_settings: str = "{interval: 1s, overlap: 20m, rate_per_second: 1.5}",
+    state: str = "state.db",
+    listen: str | None = "127.0.0.1:0",
 ) -> Path:
-    """A config (and rules file) for a daemon on a free port with quick polling."""
+    """A config (and rules file) for a daemon on a free port with quick polling.
+
+    ``listen=None`` leaves the bind address to the daemon's default."""
     (folder / "rules").mkdir(exist_ok=True)
     (folder / "rules" / "rules.yaml").write_text(rules)
     sources = []
@@ -58,14 +65,14 @@ def write_config(
             f'  eventbridge: {{queue_url: "{queue_url}", region: us-east-1, wait_seconds: 1}}'
         )
     if lookup:
-        sources.append("  lookup: {interval: 1s, overlap: 20m, rate_per_second: 1.5}")
+        sources.append(f"  lookup: {lookup_settings}")
     config = folder / "config.yaml"
     config.write_text(
         "\n".join(
             [
                 "rules: rules",
-                "state: state.db",
-                "listen: 127.0.0.1:0",
+                f"state: {state}",
+                *([f"listen: {listen}"] if listen is not None else []),
                 f"endpoint_url: {endpoint_url}",
                 f'accounts: [{{id: "{ACCOUNT}"}}]',
                 "sources:",
@@ -149,13 +156,17 @@ def _listening_port(daemon: DaemonProcess) -> int:
 
 @contextmanager
 def running_daemon(
-    config: Path, *, env: Mapping[str, str] | None = None, ready: bool = True
+    config: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    ready: bool = True,
+    log_level: str = "INFO",
 ) -> Iterator[DaemonProcess]:
     """Start the daemon, wait until it serves (and is ready), stop it (SIGKILL if it hangs)."""
     log_path = config.parent / f"daemon-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher", "run", "-c", str(config)],
+            [sys.executable, "-m", "watcher", "--log-level", log_level, "run", "-c", str(config)],
             stdout=log,
             stderr=log,
             env={**os.environ, **(env or {})},
@@ -206,3 +217,61 @@ def send_to_queue(
             for n, record in enumerate(stream[first : first + 10])
         ]
         sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+
+
+# -- helpers of the fault, hostile-input and security tests (tests/test_faults.py, ...) -------
+
+BREAK_GLASS_USER = "break-glass-admin"
+
+
+def break_glass_rules(extra: str = "") -> str:
+    """A role and a user principal (``bg-role``, ``bg-user``), no exercise, plus ``extra``."""
+    return f"""
+principals:
+  - name: bg-role
+    match: {{role_arn: "{ROLE_ARN}"}}
+  - name: bg-user
+    match: {{user_name: {BREAK_GLASS_USER}}}
+    account: "{ACCOUNT}"
+{extra}"""
+
+
+def user_calls(
+    ids: Iterable[int], at: Callable[[int], datetime], *, keys: int = 10, tag: str = "call"
+) -> list[dict[str, Any]]:
+    """API calls of the break-glass IAM user, one per number in ``ids``: event id
+    ``{tag}-{n}``, event time ``at(n)``, made with one of ``keys`` access keys (sessions)."""
+    from watcher.emulator.records import api_call_record, iam_user_identity
+
+    return [
+        api_call_record(
+            identity=iam_user_identity(ACCOUNT, BREAK_GLASS_USER, f"AKIABREAKGLASS{n % keys:06d}"),
+            event_name="ListUsers",
+            event_source="iam.amazonaws.com",
+            account=ACCOUNT,
+            event_time=at(n),
+            event_id=f"{tag}-{n}",
+        )
+        for n in ids
+    ]
+
+
+def stored_event_ids(state: Path) -> list[str]:
+    """Every event id in a state file, as the daemon stored it (read-only; the daemon may run)."""
+    with closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
+        return [row[0] for row in db.execute("SELECT event_id FROM events")]
+
+
+def queue_depth(endpoint_url: str, queue_url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue."""
+    import boto3
+
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint_url)
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )

@@ -27,57 +27,21 @@ from fnmatch import fnmatchcase
 from itertools import count
 from typing import Any, Literal
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    CredentialRetrievalError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
 
 from watcher.aws import AwsClients
 from watcher.credentials import AccessKey, PrincipalFacts, RoleFacts, RootFacts, UserFacts
 from watcher.model import Principal, Rules
 from watcher.settings import Account, Config
+from watcher.sources.retry import ErrorKind, classify_error
 
-ErrorKind = Literal["throttled", "network", "auth", "other"]
 EntityKind = Literal["user", "role"]
 
 MAX_DISCOVERED_PER_ACCOUNT = 50
 _CONCURRENCY = 8
 _IAM_DEFAULT_REGION = "us-east-1"
 _SERVICE_LINKED_PATH = "/aws-service-role/"
-
-_THROTTLED_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "SlowDown",
-    }
-)
-_AUTH_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "UnauthorizedOperation",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "IncompleteSignature",
-        "MissingAuthenticationToken",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "RequestExpired",
-        "AuthFailure",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,16 +89,8 @@ class _AccountScan:
 
 def error_kind(exc: BaseException) -> ErrorKind | None:
     """The source-error kind of an AWS client exception; ``None`` for anything else (a bug)."""
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in _THROTTLED_CODES:
-            return "throttled"
-        return "auth" if code in _AUTH_CODES else "other"
-    if isinstance(exc, BotoConnectionError | HTTPClientError):
-        return "network"
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
-        return "auth"
-    return "other" if isinstance(exc, BotoCoreError) else None
+    aws_or_network = ClientError | BotoCoreError | aiohttp.ClientError | OSError | TimeoutError
+    return classify_error(exc) if isinstance(exc, aws_or_network) else None
 
 
 async def discover(

@@ -1,14 +1,31 @@
-"""Logging: JSON lines (default) or plain text on stderr. Never pass credentials to a log call."""
+"""Logging: JSON lines (default) or plain text on stderr.
+
+Never pass credentials to a log call. As a second line of defence every formatted line is
+scrubbed of credential-shaped values: AWS error messages can echo them (a
+``SignatureDoesNotMatch`` message carries the canonical request, session token included).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+_SECRET = re.compile(
+    r"(?i)((?:x-amz-security-token|secret_?access_?key|session_?token|password)"
+    r"\\?[\"']?\s*[:=]\s*\\?[\"']?)[^\s\"'\\&,;]+"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of credential-named fields replaced by ``[REDACTED]``."""
+    return _SECRET.sub(r"\1[REDACTED]", text)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -24,7 +41,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
-        return f"{line} {extras}" if extras else line
+        return redact(f"{line} {extras}" if extras else line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,7 +57,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return redact(json.dumps(entry, default=str))
 
 
 def setup_logging(fmt: str = "json", level: str = "INFO") -> None:

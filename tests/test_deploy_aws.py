@@ -4,8 +4,9 @@ The stacks are created through moto's CloudFormation and then sent CloudTrail ev
 ``put_events``. Only events of the break-glass principals may reach the queue. moto differs from
 AWS in two ways, and ``for_moto`` changes the template for exactly these, nothing else:
 
-- moto's CloudFormation has no model for ``AWS::SQS::QueuePolicy`` or
-  ``AWS::Events::EventBusPolicy`` (it logs "No Moto CloudFormation support" and skips them).
+- moto's CloudFormation has no model for ``AWS::SQS::QueuePolicy``,
+  ``AWS::Events::EventBusPolicy`` or ``AWS::CloudWatch::Alarm`` (it logs "No Moto
+  CloudFormation support" and skips them).
   They are dropped, and the queue policy is checked statically instead. moto's SQS does not
   enforce queue policies anyway.
 - moto runs ``json.dumps`` on ``EventPattern`` even when the value is already a JSON string, and
@@ -43,7 +44,11 @@ ACCOUNT = "123456789012"  # moto's default account; also the manifests' example 
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/break-glass-admin-role"
 USER_NAME = "break-glass-admin"
 DECOY_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/deploy-pipeline"
-MOTO_UNSUPPORTED = {"AWS::SQS::QueuePolicy", "AWS::Events::EventBusPolicy"}
+MOTO_UNSUPPORTED = {
+    "AWS::SQS::QueuePolicy",
+    "AWS::Events::EventBusPolicy",
+    "AWS::CloudWatch::Alarm",
+}
 API_CALL = "AWS API Call via CloudTrail"
 SIGN_IN = "AWS Console Sign In via CloudTrail"
 
@@ -350,6 +355,17 @@ def test_rules_queue_and_dead_letter_queue_settings(moto_endpoint: str) -> None:
     assert int(redrive["maxReceiveCount"]) >= 3
     assert attributes["SqsManagedSseEnabled"] == "true"
     assert attributes["MessageRetentionPeriod"] == "1209600"
+
+
+def test_the_dead_letter_queue_raises_an_alarm() -> None:
+    """Checked statically: moto's CloudFormation cannot create CloudWatch alarms."""
+    alarm = load_template(CENTRAL)["Resources"]["DeadLetterQueueAlarm"]["Properties"]
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+    ]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
 
 
 def test_outputs_match_the_example_config_and_the_watcher_policy(moto_endpoint: str) -> None:

@@ -275,3 +275,21 @@ def queue_depth(endpoint_url: str, queue_url: str) -> tuple[int, int]:
         int(attributes["ApproximateNumberOfMessages"]),
         int(attributes["ApproximateNumberOfMessagesNotVisible"]),
     )
+
+
+def debian_binary(name: str) -> str:
+    """Path of a program from Debian's ``prometheus`` package (``.ci/run`` installs it).
+
+    Missing: the test is skipped, except on CI (``CI=true``), where it fails.
+    """
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} not installed (apt-get install --no-install-recommends prometheus)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path

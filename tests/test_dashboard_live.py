@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 import yaml
-from harness import running_daemon, wait_for
+from harness import debian_binary, running_daemon, wait_for
 from test_deploy_dashboard import DASHBOARD, dashboard_queries
 
 from watcher.demo import (
@@ -66,17 +63,6 @@ POSITIVE = {
 
 
 # ------------------------------------------------------------------------------ Prometheus
-
-
-def prometheus_binary() -> str:
-    """The prometheus server; missing: skip, except on CI (CI=true), where it must be there."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        reason = "prometheus not installed (Debian package 'prometheus'; .ci/run installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return binary
 
 
 def free_port() -> int:
@@ -289,7 +275,7 @@ def rule_health(prometheus: Prometheus) -> dict[str, str]:
 def test_every_dashboard_query_has_data_in_a_live_prometheus(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    binary = prometheus_binary()
+    binary = debian_binary("prometheus")
     began = time.monotonic()
     setup = demo_setup(emulator, tmp_path / "watcher")
     with (

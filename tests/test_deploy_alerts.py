@@ -6,15 +6,14 @@ promtool comes from Debian's ``prometheus`` package. Without it these tests skip
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from harness import debian_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -63,13 +62,7 @@ def metric_names(expr: str) -> set[str]:
 
 def promtool() -> str:
     """Path of promtool; skips the test when it is missing (fails under CI=true)."""
-    path = shutil.which("promtool")
-    if path is None:
-        reason = "promtool not found (apt-get install --no-install-recommends prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+    return debian_binary("promtool")
 
 
 def load_alert_rules() -> list[dict[str, Any]]:

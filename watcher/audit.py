@@ -84,15 +84,15 @@ async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
 async def _drill_checks(
     config: Config, principals: list[Principal], now: datetime
 ) -> list[CheckResult]:
-    store = SqliteStore(config.state_path)
+    store = SqliteStore(config.state_path, read_only=True)  # beside a running daemon
     await store.open()
     try:
         last_drill = (await store.totals()).last_drill
         results = []
         for p in principals:
             last = last_drill.get(p.name)
-            first = now if last else await store.first_seen("principal", p.name, now)
-            results.append(drill_due(p, last, first, now))
+            first = None if last else await store.first_seen_at("principal", p.name)
+            results.append(drill_due(p, last, first or now, now))
         return results
     finally:
         await store.close()

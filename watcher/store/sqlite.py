@@ -176,10 +176,15 @@ def _event_row(verdict: Verdict, source: str, stored_at: float) -> tuple[Any, ..
 
 
 class SqliteStore:
-    """:class:`watcher.store.base.Store` in the SQLite file ``path`` (created if missing)."""
+    """:class:`watcher.store.base.Store` in the SQLite file ``path`` (created if missing).
 
-    def __init__(self, path: Path) -> None:
+    ``read_only``: for readers beside a running daemon (``audit``): the file must exist at the
+    current schema version; nothing is written to it, and every write fails with StoreError.
+    """
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
 
@@ -224,6 +229,9 @@ class SqliteStore:
             raise
 
     def _open(self) -> None:
+        if self.read_only:
+            self._open_read_only()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE.
         self._conn = sqlite3.connect(self.path, isolation_level=None)
@@ -244,6 +252,16 @@ class SqliteStore:
         # SQLite opens a file it may not write read-only without a word, and reads work: write
         # once now (the header's version, unchanged) so that open fails, not the first commit.
         db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+    def _open_read_only(self) -> None:
+        uri = f"{self.path.absolute().as_uri()}?mode=ro"
+        self._conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        version: int = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != len(MIGRATIONS):
+            raise sqlite3.DatabaseError(
+                f"schema version {version}, not {len(MIGRATIONS)}: start the daemon once to "
+                "bring the file up to date"
+            )
 
     def _migrate(self) -> None:
         db = self._db
@@ -404,6 +422,16 @@ class SqliteStore:
 
     async def first_seen(self, kind: FirstSeenKind, name: str, now: datetime) -> datetime:
         return await self._call("first_seen", partial(self._first_seen, kind, name, _ts(now)))
+
+    async def first_seen_at(self, kind: FirstSeenKind, name: str) -> datetime | None:
+        """When ``name`` was first seen, or None if never (unlike :meth:`first_seen`, writes
+        nothing)."""
+        return await self._call("first_seen_at", partial(self._first_seen_at, kind, name))
+
+    def _first_seen_at(self, kind: str, name: str) -> datetime | None:
+        sql = "SELECT at FROM first_seen WHERE kind = ? AND name = ?"
+        row = self._db.execute(sql, (kind, name)).fetchone()
+        return None if row is None else _dt(row[0])
 
     def _first_seen(self, kind: str, name: str, now: float) -> datetime:
         with self._transaction() as db:

@@ -31,11 +31,9 @@ from harness import running_daemon
 from pipeline import measure, state_bytes, write_config
 from replay import chunk, templates
 
-from watcher.config import load_config
 from watcher.daemon import Daemon
 from watcher.events import parse_body
 from watcher.model import TrailEvent
-from watcher.store.sqlite import SqliteStore
 
 MB = 1024 * 1024
 
@@ -99,10 +97,7 @@ async def retention(days: int, per_day: int, keep: int, seed: int) -> list[tuple
     with tempfile.TemporaryDirectory(prefix="bench-retention-") as name:
         folder = Path(name)
         config = write_config(folder)
-        daemon = Daemon(config, clock=clock)
-        daemon.config = load_config(config)
-        daemon.reload()
-        daemon.store = SqliteStore(daemon.config.state_path)
+        daemon = Daemon.load(config, clock=clock)
         await daemon.store.open()
         rng = random.Random(seed)
         _, bg = templates(rng)

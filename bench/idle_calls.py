@@ -37,6 +37,8 @@ from harness import running_daemon
 from watcher.config import load_config
 from watcher.rules import load_rules
 from watcher.settings import Config
+from watcher.sources.lookup import LookupSettings
+from watcher.sources.sqs import EventBridgeSettings
 
 WARM_UP = 30.0  # seconds: the start's first polls and inventory run are counted apart
 
@@ -88,18 +90,18 @@ def computed_per_hour(config: Config) -> dict[str, float]:
     """Idle calls per hour as the sources' code schedules them."""
     rules = load_rules(config.rules_path)
     per_hour: dict[str, float] = {}
-    if config.eventbridge is not None:
-        per_hour["sqs ReceiveMessage"] = 3600 / config.eventbridge.wait_seconds
-    if config.lookup is not None:
+    eventbridge = config.sources.get("eventbridge")
+    lookup = config.sources.get("lookup")
+    if isinstance(eventbridge, EventBridgeSettings):
+        per_hour["sqs ReceiveMessage"] = 3600 / eventbridge.wait_seconds
+    if isinstance(lookup, LookupSettings):
         per_poll = 0
         for account in config.accounts:
             users = sum(p.kind == "user" and p.account == account.id for p in rules.principals)
             roots = any(p.kind == "root" and p.account == account.id for p in rules.principals)
             roles = sum(p.kind == "role" for p in rules.principals)
             per_poll += len(account.regions) * (users + roles + 1 + roots)
-        per_hour["cloudtrail LookupEvents"] = (
-            per_poll * 3600 / config.lookup.interval.total_seconds()
-        )
+        per_hour["cloudtrail LookupEvents"] = per_poll * 3600 / lookup.interval.total_seconds()
     return per_hour
 
 

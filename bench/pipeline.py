@@ -28,7 +28,6 @@ from pathlib import Path
 
 from replay import ACCOUNT, chunk, templates
 
-from watcher.config import load_config
 from watcher.daemon import Daemon
 from watcher.events import parse_body
 from watcher.model import TrailEvent, Verdict
@@ -110,11 +109,8 @@ async def measure(
     """``count`` events through parse and ``Daemon.sink`` in batches of ``batch`` bodies;
     ``progress`` is told the bodies done after each chunk of ``chunk_size`` generated."""
     config = write_config(folder)
-    daemon = Daemon(config)
-    daemon.config = load_config(config)
-    daemon.reload()  # rules, classifier and metric labels, as at start
     run = Run(batch)
-    daemon.store = CountingStore(daemon.config.state_path, run)
+    daemon = Daemon.load(config, store_factory=lambda path: CountingStore(path, run))
     await daemon.store.open()
     rng = random.Random(seed)
     noise, bg = templates(rng)

@@ -21,8 +21,8 @@ from watcher.emulator.records import (
 )
 from watcher.emulator.server import Emulator
 from watcher.model import Principal
-from watcher.settings import Account, LookupSource
-from watcher.sources.lookup import LookupPoller
+from watcher.settings import Account
+from watcher.sources.lookup import LookupPoller, LookupSettings
 from watcher.sources.retry import Backoff
 
 ACCOUNT = "123456789012"
@@ -72,7 +72,7 @@ def _poller(
     principals: Sequence[Principal] = PRINCIPALS,
     throttle_backoff: Backoff | None = None,
 ) -> LookupPoller:
-    settings = LookupSource(
+    settings = LookupSettings(
         interval=timedelta(seconds=60),
         overlap=timedelta(minutes=20),
         lookback=timedelta(hours=1),

@@ -1,9 +1,12 @@
 """The daemon: one asyncio loop, each long-lived job a task of one task group.
 
-Start: load config and rules (refuse to start on errors), open the store, rebuild the metrics
-from it, serve HTTP, then run the sources, the exercise lifecycle, the inventory and pruning.
+A :class:`Daemon` is built from a loaded config and rules (``Daemon.load`` reads them from the
+config file), then run. ``run`` opens the store, rebuilds the metrics from it, serves HTTP (and
+sets ``listening``), then runs the sources, the exercise lifecycle, the inventory and pruning.
 SIGTERM/SIGINT: sources finish the batch in hand (stored before any SQS delete), then exit 0.
 SIGHUP: reload config and rules; a broken reload keeps the last good ones.
+Errors follow ``sources/retry.py``'s policy: store and AWS failures are retried and counted;
+anything else is a bug, logged with its traceback, and the daemon exits 1.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -26,17 +29,20 @@ from watcher.errors import ConfigError, StoreError
 from watcher.http import HttpServer, Readiness
 from watcher.inventory import discover
 from watcher.lifecycle import Lifecycle
-from watcher.metrics import WatcherMetrics
+from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
 from watcher.model import Principal, Rules, TrailEvent
 from watcher.rules import load_rules
 from watcher.settings import Config
-from watcher.sources.lookup import LookupPoller
-from watcher.sources.sqs import SqsSource
+from watcher.sources.base import Source, SourceContext, SourceLabels
+from watcher.sources.registry import SOURCE_KINDS
+from watcher.sources.retry import RETRYABLE, RateBudgets
+from watcher.store.base import Store
 from watcher.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+StoreFactory = Callable[[Path], Store]
 LIFECYCLE_INTERVAL = 5.0
 PRUNE_INTERVAL = 3600.0
 
@@ -48,27 +54,48 @@ def utc_now() -> datetime:
 class Daemon:
     """The watcher's running state. ``run`` returns the process exit code."""
 
-    def __init__(self, config_path: Path, *, clock: Clock = utc_now) -> None:
-        self.config_path = config_path
+    def __init__(
+        self,
+        config: Config,
+        rules: Rules,
+        *,
+        store_factory: StoreFactory = SqliteStore,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.config = config
         self.clock = clock
         self.registry = CollectorRegistry()
         self.metrics = WatcherMetrics(self.registry)
+        self.store = store_factory(config.state_path)
         self.stop = asyncio.Event()
+        self.listening = asyncio.Event()
+        """Set once HTTP listens; ``port`` is then the port bound."""
+        self.port: int | None = None
         self._reload_requested = asyncio.Event()
-        self._last_success: dict[tuple[str, str, str], datetime] = {}
+        self._restart_sources = asyncio.Event()
+        self._budgets = RateBudgets()
+        self._last_success: dict[SourceLabels, datetime] = {}
         # What failed at its last store access ("sink" or a periodic job): /readyz's store
         # check. Each clears on its own next success, so a job whose writes happen to be
         # no-ops cannot hide a failing sink, and a sink that sees no event cannot keep a
         # recovered job failing.
         self._store_failures: set[str] = set()
         self._discovered: tuple[Principal, ...] = ()
+        self.sources: list[Source] = self._build_sources()
+        self._set_rules(rules)
+
+    @classmethod
+    def load(
+        cls, config_path: Path, *, store_factory: StoreFactory = SqliteStore, clock: Clock = utc_now
+    ) -> Daemon:
+        """A daemon from the config file at ``config_path`` and its rules (ConfigError if bad)."""
+        config = load_config(config_path)
+        rules = load_rules(config.rules_path)
+        return cls(config, rules, store_factory=store_factory, clock=clock)
 
     # -- start and stop -------------------------------------------------------------------
 
     async def run(self) -> int:
-        self.config = load_config(self.config_path)
-        self._set_rules(load_rules(self.config.rules_path))
-        self.store = SqliteStore(self.config.state_path)
         await self.store.open()
         try:
             self.metrics.restore(await self.store.totals())
@@ -79,9 +106,13 @@ class Daemon:
             host, port = self.config.listen
             self.port = await http.start(host, port)
             log.info("listening", extra={"address": f"http://{host}:{self.port}"})
+            self.listening.set()
             try:
                 self._install_signal_handlers()
                 await self._run_tasks()
+            except Exception:
+                log.exception("stopping on an unexpected error (a bug: please report it)")
+                return 1
             finally:
                 await http.stop()
         finally:
@@ -106,16 +137,27 @@ class Daemon:
                 )
             tasks.create_task(self._reloads())
 
+    async def _until_stop_or(self, event: asyncio.Event) -> None:
+        """Wait until ``event`` or ``stop`` is set."""
+        waiter = asyncio.ensure_future(event.wait())
+        stopper = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
-        """Run ``job`` now and every ``seconds`` until stopped; a failure is logged, not fatal."""
+        """Run ``job`` now and every ``seconds`` until stopped; store and AWS failures are
+        logged and retried at the next run, anything else propagates."""
         while not self.stop.is_set():
             try:
                 await job()
             except StoreError as exc:
                 self._store_failures.add(job.__name__)
                 log.error("state store failed", extra={"error": str(exc)})
-            except Exception:
-                log.exception("periodic job failed", extra={"job": job.__name__})
+            except RETRYABLE as exc:
+                log.warning("periodic job failed", extra={"job": job.__name__, "error": str(exc)})
             else:
                 self._store_failures.discard(job.__name__)
             with suppress(TimeoutError):
@@ -143,19 +185,19 @@ class Daemon:
 
     async def _reloads(self) -> None:
         while not self.stop.is_set():
-            waiter = asyncio.ensure_future(self._reload_requested.wait())
-            stopper = asyncio.ensure_future(self.stop.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
+            await self._until_stop_or(self._reload_requested)
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self.reload()
 
     def reload(self) -> bool:
-        """Reload config and rules; on any error keep the last good ones."""
+        """Reload config and rules from the config file; on any error keep the last good ones."""
+        path = self.config.source_file
+        if path is None:
+            log.error("reload ignored: this daemon was not built from a config file")
+            return False
         try:
-            config = load_config(self.config_path)
+            config = load_config(path)
             rules = load_rules(config.rules_path)
         except ConfigError as exc:
             self.metrics.config_reloaded(False)
@@ -166,72 +208,49 @@ class Daemon:
             return False
         sources_changed = _source_settings(config) != _source_settings(self.config)
         self.config = config
+        if sources_changed:
+            self.sources = self._build_sources()
+            self._restart_sources.set()
         self._set_rules(rules)
         self.metrics.config_reloaded(True)
-        if sources_changed:
-            self._restart_sources.set()
         log.info("reloaded", extra={"rules_digest": rules.digest})
         return True
 
     # -- sources --------------------------------------------------------------------------
 
-    def _source_labels(self) -> list[tuple[str, str, str]]:
-        config = getattr(self, "config", None)
-        if config is None:
-            return []
-        labels: list[tuple[str, str, str]] = []
-        if config.eventbridge is not None:
-            labels.append(
-                (
-                    "eventbridge",
-                    _queue_account(config.eventbridge.queue_url),
-                    config.eventbridge.region,
-                )
-            )
-        if config.lookup is not None:
-            labels += [("lookup", a.id, r) for a in config.accounts for r in a.regions]
-        if config.inventory.enabled:
-            labels += [("iam", a.id, "global") for a in config.accounts]
+    def _build_sources(self) -> list[Source]:
+        """The running sources the config asks for (see ``sources/registry.py``)."""
+        context = SourceContext(
+            clients=AwsClients(self.config.endpoint_url),
+            sink=self.sink,
+            observer=self,
+            checkpoints=self.store,
+            principals=lambda: self.watched_principals,
+            clock=self.clock,
+            budgets=self._budgets,
+        )
+        return [
+            source
+            for key, settings in self.config.sources.items()
+            for source in SOURCE_KINDS[key].build(settings, self.config, context)
+        ]
+
+    def _source_labels(self) -> list[SourceLabels]:
+        labels = [source.labels for source in self.sources]
+        if self.config.inventory.enabled:
+            labels += [(INVENTORY_SOURCE, a.id, "global") for a in self.config.accounts]
         return labels
 
     async def _run_sources(self) -> None:
-        """Run every source until stop; restart them all when a reload changed their settings."""
+        """Run every source until stop; restart them all when a reload rebuilt them."""
         while not self.stop.is_set():
-            self._restart_sources = asyncio.Event()
+            self._restart_sources.clear()
             stop_sources = asyncio.Event()
-            clients = AwsClients(self.config.endpoint_url)
             async with asyncio.TaskGroup() as tasks:
-                for source in self._sources(clients):
+                for source in self.sources:
                     tasks.create_task(source.run(stop_sources))
-                waiter = asyncio.ensure_future(self._restart_sources.wait())
-                stopper = asyncio.ensure_future(self.stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                await self._until_stop_or(self._restart_sources)
                 stop_sources.set()
-
-    def _sources(self, clients: AwsClients) -> list[SqsSource | LookupPoller]:
-        config = self.config
-        sources: list[SqsSource | LookupPoller] = []
-        if config.eventbridge is not None:
-            sources.append(SqsSource(clients, config.eventbridge, self.sink, self))
-        if config.lookup is not None:
-            for account in config.accounts:
-                for region in account.regions:
-                    sources.append(
-                        LookupPoller(
-                            clients,
-                            account,
-                            region,
-                            config.lookup,
-                            principals=lambda: self.watched_principals,
-                            sink=self.sink,
-                            observer=self,
-                            checkpoints=self.store,
-                            clock=self.clock,
-                        )
-                    )
-        return sources
 
     async def sink(
         self, events: Sequence[TrailEvent], source: str, checkpoints: Mapping[str, str]
@@ -293,12 +312,12 @@ class Daemon:
         now = self.clock()
         failed_accounts = {e.account for e in result.errors}
         for error in result.errors:
-            self.metrics.source_error("iam", error.account, "global", error.kind)
+            self.metrics.source_error(INVENTORY_SOURCE, error.account, "global", error.kind)
             log.warning(
                 "IAM inventory failed", extra={"account": error.account, "error": error.message}
             )
         for account in {p.account for p in result.principals} - failed_accounts:
-            self.metrics.source_success("iam", account, "global", now)
+            self.metrics.source_success(INVENTORY_SOURCE, account, "global", now)
         max_age = self.config.inventory.max_access_key_age
         for principal in result.principals:
             facts = result.facts.get(principal.name)
@@ -316,32 +335,20 @@ class Daemon:
     # -- readiness ------------------------------------------------------------------------
 
     def readiness(self) -> Readiness:
+        """Rules loaded, store working, and every running source successful recently."""
         now = self.clock()
         checks = {"rules": True, "store": not self._store_failures}
-        for source, account, region in self._source_labels():
-            if source == "iam":
-                continue
-            last = self._last_success.get((source, account, region))
-            checks[f"{source}:{account}:{region}"] = (
-                last is not None and now - last <= self._staleness(source)
-            )
+        for source in self.sources:
+            last = self._last_success.get(source.labels)
+            checks[":".join(source.labels)] = last is not None and now - last <= source.staleness
         return Readiness(checks)
-
-    def _staleness(self, source: str) -> timedelta:
-        if source == "lookup" and self.config.lookup is not None:
-            return 3 * self.config.lookup.interval + timedelta(minutes=1)
-        return timedelta(minutes=2)
 
 
 def _source_settings(config: Config) -> tuple[object, ...]:
-    return (config.endpoint_url, config.accounts, config.eventbridge, config.lookup)
-
-
-def _queue_account(queue_url: str) -> str:
-    parts = queue_url.rstrip("/").split("/")
-    return parts[-2] if len(parts) >= 2 and parts[-2].isdigit() else "unknown"
+    """What the running sources were built from: a change restarts them."""
+    return (config.endpoint_url, config.accounts, config.sources)
 
 
 def run_daemon(config_path: Path) -> int:
     """Entry point of ``breakglass-watcher run``."""
-    return asyncio.run(Daemon(config_path).run())
+    return asyncio.run(Daemon.load(config_path).run())

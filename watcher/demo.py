@@ -416,7 +416,7 @@ class RunningWatcher:
 async def running_watcher(config_path: Path) -> AsyncIterator[RunningWatcher]:
     """The daemon as a task of this event loop, listening; stopped on exit (its exit code, or
     what stopped it, stays in ``task``)."""
-    daemon = Daemon(config_path)
+    daemon = Daemon.load(config_path)
     task = asyncio.create_task(daemon.run(), name="watcher")
     try:
         port = await _listening(daemon, task)
@@ -427,13 +427,16 @@ async def running_watcher(config_path: Path) -> AsyncIterator[RunningWatcher]:
 
 
 async def _listening(daemon: Daemon, task: asyncio.Task[int]) -> int:
-    """The daemon's HTTP port once it listens (it has no start event to wait on)."""
-    while (port := getattr(daemon, "port", None)) is None:
-        if task.done():
-            task.result()  # raises what stopped it
-            raise WatcherError("the watcher stopped before it listened")
-        await asyncio.sleep(0.02)
-    return int(port)
+    """The daemon's HTTP port once it listens (or what stopped it before)."""
+    listening = asyncio.ensure_future(daemon.listening.wait())
+    try:
+        await asyncio.wait({listening, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        listening.cancel()
+    if daemon.port is None:
+        task.result()  # raises what stopped it
+        raise WatcherError("the watcher stopped before it listened")
+    return daemon.port
 
 
 async def _story(

@@ -40,8 +40,8 @@ WINDOW_RESULTS = ("detected", "missed")
 #: DESIGN.md's kinds plus ``other`` (what ``sources/retry.py`` and ``inventory.py`` report for
 #: an error they cannot place).
 ERROR_KINDS = ("throttled", "network", "auth", "malformed", "other")
-#: Sources that deliver CloudTrail events (the ``iam`` inventory source does not).
-EVENT_SOURCES = frozenset({"eventbridge", "lookup", "replay"})
+#: The ``source`` label of the IAM inventory: the one source that delivers no CloudTrail events.
+INVENTORY_SOURCE = "iam"
 #: Seconds: LookupEvents is minutes late, a stalled source hours.
 DELAY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 
@@ -262,8 +262,8 @@ class WatcherMetrics:
             self.source_up.labels(*labels).set(0)
             for kind in ERROR_KINDS:
                 self.source_errors.labels(*labels, kind)
-        names = {s for s, _, _ in sources} & EVENT_SOURCES
-        for name in ({s for s, _, _ in self._sources} & EVENT_SOURCES) - names:
+        names = {s for s, _, _ in sources} - {INVENTORY_SOURCE}
+        for name in ({s for s, _, _ in self._sources} - {INVENTORY_SOURCE}) - names:
             self.malformed_events.remove(name)
             self.detection_delay.remove(name)
         for name in names:

@@ -36,21 +36,52 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from watcher.aws import AwsClients
+from watcher.durations import format_duration
+from watcher.errors import StoreError
 from watcher.events import ASSUME_EVENTS, Malformed, iter_document
 from watcher.identify import PrincipalIndex, identify, match
 from watcher.model import Principal, TrailEvent
-from watcher.settings import Account, LookupSource
-from watcher.sources.base import SOURCE_LOOKUP, CheckpointReader, EventSink, SourceObserver
-from watcher.sources.retry import Backoff, TokenBucket, classify_error, sleep_or_stop
+from watcher.settings import Account, Config
+from watcher.sources.base import (
+    CheckpointReader,
+    EventSink,
+    Source,
+    SourceContext,
+    SourceKind,
+    SourceLabels,
+    SourceObserver,
+)
+from watcher.sources.retry import (
+    RETRYABLE,
+    Backoff,
+    TokenBucket,
+    classify_error,
+    sleep_or_stop,
+)
+from watcher.validation import At, Key, Report, check_mapping, duration
 
 log = logging.getLogger(__name__)
 
+#: The ``source`` label of this source.
+NAME = "lookup"
 SESSION_MAX = timedelta(hours=12)
 PAGE_SIZE = 50
+RATE_LIMIT = 2.0  # LookupEvents calls per second AWS allows per account and region
+CLOUDTRAIL_HISTORY = timedelta(days=90)  # how far back LookupEvents can read
+RETENTION_OVERLAPS = 10  # stored event ids must outlive this many overlaps at least
+
+_SPEC = {
+    "enabled": Key("bool"),
+    "interval": Key("duration"),
+    "overlap": Key("duration"),
+    "lookback": Key("duration"),
+    "rate_per_second": Key("number"),
+}
 
 Attribute = tuple[str, str]
 
@@ -88,17 +119,99 @@ def issued_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
+@dataclass(frozen=True, slots=True)
+class LookupSettings:
+    """``sources.lookup``: how often and how far back each account and region is polled."""
+
+    interval: timedelta = timedelta(minutes=1)
+    overlap: timedelta = timedelta(minutes=20)
+    lookback: timedelta = timedelta(hours=1)
+    rate_per_second: float = 1.5
+
+
+def parse_settings(
+    node: object, at: At, regions: tuple[str, ...], report: Report
+) -> LookupSettings | None:
+    """Validate ``sources.lookup``; None when disabled or invalid (problems reported)."""
+    fields = check_mapping(node, _SPEC, at, report)
+    if fields is None:
+        return None
+    defaults = LookupSettings()
+    interval = duration(fields, "interval", report) or defaults.interval
+    overlap = duration(fields, "overlap", report) or defaults.overlap
+    lookback = duration(fields, "lookback", report) or defaults.lookback
+    if lookback > CLOUDTRAIL_HISTORY:
+        report.add(
+            fields.at.key("lookback"),
+            f"{format_duration(lookback)} is longer than the 90d LookupEvents can read back",
+        )
+    rate = fields.number("rate_per_second")
+    if rate is not None and rate <= 0:
+        report.add(fields.at.key("rate_per_second"), f"{rate:g} must be more than 0")
+    elif rate is not None and rate > RATE_LIMIT:
+        where = fields.at.key("rate_per_second")
+        log.warning(
+            "%s: %s: %g is above the %g calls/s AWS allows LookupEvents per account and "
+            "region; expect throttling",
+            where.file,
+            where.path,
+            rate,
+            RATE_LIMIT,
+        )
+    if not fields.flag("enabled", True):
+        return None
+    return LookupSettings(
+        interval=interval,
+        overlap=overlap,
+        lookback=lookback,
+        rate_per_second=defaults.rate_per_second if rate is None else rate,
+    )
+
+
+def retention_floor(settings: LookupSettings) -> tuple[timedelta, str]:
+    """Seen event ids must outlive every re-read, or a restart counts old events again."""
+    floor = max(settings.overlap * RETENTION_OVERLAPS, settings.lookback)
+    why = (
+        f"seen event ids must outlive every re-read, so keep them longer than "
+        f"{RETENTION_OVERLAPS} x sources.lookup.overlap and longer than its lookback"
+    )
+    return floor, why
+
+
+def build(settings: LookupSettings, config: Config, context: SourceContext) -> list[Source]:
+    """One poller per account and region, each under the budget of its account and region."""
+    return [
+        LookupPoller(
+            context.clients,
+            account,
+            region,
+            settings,
+            principals=context.principals,
+            sink=context.sink,
+            observer=context.observer,
+            checkpoints=context.checkpoints,
+            clock=context.clock,
+            bucket=context.budgets.bucket((NAME, account.id, region), settings.rate_per_second),
+        )
+        for account in config.accounts
+        for region in account.regions
+    ]
+
+
+KIND: SourceKind[LookupSettings] = SourceKind(
+    parse=parse_settings, build=build, retention_floor=retention_floor
+)
+
+
 class LookupPoller:
     """Polls LookupEvents of one account and region for the watched principals' events."""
-
-    source = SOURCE_LOOKUP
 
     def __init__(
         self,
         clients: AwsClients,
         account: Account,
         region: str,
-        settings: LookupSource,
+        settings: LookupSettings,
         principals: Callable[[], Sequence[Principal]],
         sink: EventSink,
         observer: SourceObserver,
@@ -121,6 +234,9 @@ class LookupPoller:
         self._backoff = backoff or Backoff(base=5, cap=settings.interval.total_seconds())
         self._throttle_backoff = throttle_backoff or Backoff(base=0.5, cap=20)
         self._bucket = bucket or TokenBucket(settings.rate_per_second)
+        self.labels: SourceLabels = (NAME, account.id, region)
+        # Polls come every interval (longer after failures, up to one more interval of backoff).
+        self.staleness = 3 * settings.interval + timedelta(minutes=1)
         self.checkpoint_key = f"lookup:{account.id}:{region}"
         self._keys: dict[str, datetime] = {}  # temporary key -> latest time it may be used
         self._keys_recovered = False  # assume calls of the last SESSION_MAX read once
@@ -145,7 +261,7 @@ class LookupPoller:
         end = self._clock()
         try:
             start = await self._window_start(end)
-        except Exception as exc:
+        except StoreError as exc:
             log.error("cannot read the lookup checkpoint", extra={"error": str(exc)})
             return False
         principals = list(self._principals())
@@ -157,7 +273,7 @@ class LookupPoller:
             complete = True
         except _Stopped:
             pass
-        except Exception as exc:
+        except RETRYABLE as exc:
             kind = classify_error(exc)
             log.warning(
                 "lookup poll failed",
@@ -168,16 +284,16 @@ class LookupPoller:
                     "region": self.region,
                 },
             )
-            self._observer.error(self.source, self.account.id, self.region, kind)
+            self._observer.error(*self.labels, kind)
         checkpoints = {self.checkpoint_key: end.isoformat()} if complete else {}
         if found or checkpoints:
             try:
-                await self._sink(list(found.values()), self.source, checkpoints)
-            except Exception as exc:
+                await self._sink(list(found.values()), NAME, checkpoints)
+            except StoreError as exc:
                 log.error("sink failed; the poll will be repeated", extra={"error": str(exc)})
                 return False
         if complete:
-            self._observer.success(self.source, self.account.id, self.region)
+            self._observer.success(*self.labels)
         return complete
 
     async def _window_start(self, end: datetime) -> datetime:
@@ -262,14 +378,16 @@ class LookupPoller:
             if stop.is_set():
                 raise _Stopped
             await self._bucket.acquire()
+            if stop.is_set():  # stopped while waiting: a restarted poller may hold the budget
+                raise _Stopped
             try:
                 page = await cloudtrail.lookup_events(
                     **params, **({"NextToken": token} if token else {})
                 )
-            except Exception as exc:
+            except RETRYABLE as exc:
                 if classify_error(exc) != "throttled":
                     raise
-                self._observer.error(self.source, self.account.id, self.region, "throttled")
+                self._observer.error(*self.labels, "throttled")
                 if await sleep_or_stop(stop, self._throttle_backoff.next_delay()):
                     raise _Stopped from exc
                 continue
@@ -279,7 +397,7 @@ class LookupPoller:
             for raw, item in zip(items, iter_document({"Events": items}, where), strict=True):
                 if isinstance(item, Malformed):
                     if self._first_sighting(raw):
-                        self._observer.malformed(self.source, item.where, item.reason)
+                        self._observer.malformed(NAME, item.where, item.reason)
                 else:
                     events.append(item)
             token = page.get("NextToken")

@@ -189,7 +189,8 @@ def _sources(top: Fields, regions: tuple[str, ...], report: Report) -> dict[str,
         section = fields.mapping(key)
         if section is None:
             continue
-        settings = kind.parse(section, fields.at.key(key), regions, report)
+        checked = check_mapping(section, kind.spec, fields.at.key(key), report)
+        settings = None if checked is None else kind.parse(checked, regions, report)
         if settings is not None:
             enabled[key] = settings
     if not enabled and not _any_enabled(fields):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from watcher.aws import AwsClients
 from watcher.model import Principal, TrailEvent
 from watcher.sources.retry import RateBudgets
-from watcher.validation import At, Report
+from watcher.validation import Fields, Key, Report
 
 if TYPE_CHECKING:
     from watcher.settings import Config
@@ -98,13 +98,15 @@ class SourceContext:
 class SourceKind(Generic[Settings]):
     """One kind of source: its config section's validation and its running sources.
 
-    ``parse`` validates the mapping at ``sources.KEY`` (``regions``: the config's default
-    regions) and returns the settings, or None when the source is disabled or has problems
-    (reported, located at ``at``). ``build`` makes the running sources from the settings.
+    ``spec`` lists the keys of its config section ``sources.KEY``; ``parse`` checks what the
+    values mean (``regions``: the config's default regions) and returns the settings, or None
+    when the source is disabled or has problems (reported). ``build`` makes the running
+    sources from the settings.
     ``retention_floor``, if given, says how long stored event ids must be kept at least for
     this source's re-reads to stay de-duplicated, and why.
     """
 
-    parse: Callable[[object, At, tuple[str, ...], Report], Settings | None]
+    spec: Mapping[str, Key]
+    parse: Callable[[Fields, tuple[str, ...], Report], Settings | None]
     build: Callable[[Settings, Config, SourceContext], Sequence[Source]]
     retention_floor: Callable[[Settings], tuple[timedelta, str]] | None = None

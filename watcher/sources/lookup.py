@@ -63,7 +63,7 @@ from watcher.sources.retry import (
     classify_error,
     sleep_or_stop,
 )
-from watcher.validation import At, Key, Report, check_mapping, duration
+from watcher.validation import Fields, Key, Report, duration
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,9 @@ class LookupSettings:
 
 
 def parse_settings(
-    node: object, at: At, regions: tuple[str, ...], report: Report
+    fields: Fields, regions: tuple[str, ...], report: Report
 ) -> LookupSettings | None:
     """Validate ``sources.lookup``; None when disabled or invalid (problems reported)."""
-    fields = check_mapping(node, _SPEC, at, report)
-    if fields is None:
-        return None
     defaults = LookupSettings()
     interval = duration(fields, "interval", report) or defaults.interval
     overlap = duration(fields, "overlap", report) or defaults.overlap
@@ -199,7 +196,7 @@ def build(settings: LookupSettings, config: Config, context: SourceContext) -> l
 
 
 KIND: SourceKind[LookupSettings] = SourceKind(
-    parse=parse_settings, build=build, retention_floor=retention_floor
+    spec=_SPEC, parse=parse_settings, build=build, retention_floor=retention_floor
 )
 
 

@@ -33,7 +33,7 @@ from watcher.sources.base import (
     SourceObserver,
 )
 from watcher.sources.retry import RETRYABLE, Backoff, classify_code, classify_error, sleep_or_stop
-from watcher.validation import At, Key, Report, bounded, check_mapping, http_url, region
+from watcher.validation import Fields, Key, Report, bounded, http_url, region
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,9 @@ def _queue_region(url: str | None) -> str | None:
 
 
 def parse_settings(
-    node: object, at: At, regions: tuple[str, ...], report: Report
+    fields: Fields, regions: tuple[str, ...], report: Report
 ) -> EventBridgeSettings | None:
     """Validate ``sources.eventbridge``; None when disabled or invalid (problems reported)."""
-    fields = check_mapping(node, _SPEC, at, report)
-    if fields is None:
-        return None
     queue_url = http_url(fields, "queue_url", report)
     name = fields.text("region")
     own_region = region(name, fields.at.key("region"), report) if name is not None else None
@@ -115,7 +112,7 @@ def build(settings: EventBridgeSettings, config: Config, context: SourceContext)
     return [SqsSource(context.clients, settings, context.sink, context.observer)]
 
 
-KIND: SourceKind[EventBridgeSettings] = SourceKind(parse=parse_settings, build=build)
+KIND: SourceKind[EventBridgeSettings] = SourceKind(spec=_SPEC, parse=parse_settings, build=build)
 
 
 class SqsSource:

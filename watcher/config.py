@@ -50,7 +50,6 @@ _TOP = {
     "retention": Key("duration"),
 }
 _ACCOUNT = {"id": Key("account", required=True), "role_arn": Key("str"), "regions": Key("list")}
-_SOURCES = {key: Key("mapping") for key in SOURCE_KINDS}
 _INVENTORY = {
     "enabled": Key("bool"),
     "interval": Key("duration"),
@@ -181,7 +180,8 @@ def _sources(top: Fields, regions: tuple[str, ...], report: Report) -> dict[str,
     node = top.mapping("sources")
     if node is None:
         return {}
-    fields = check_mapping(node, _SOURCES, top.at.key("sources"), report)
+    spec = {key: Key("mapping") for key in SOURCE_KINDS}
+    fields = check_mapping(node, spec, top.at.key("sources"), report)
     if fields is None:
         return {}
     enabled: dict[str, object] = {}
@@ -200,7 +200,7 @@ def _sources(top: Fields, regions: tuple[str, ...], report: Report) -> dict[str,
 
 def _any_enabled(sources: Fields) -> bool:
     """Whether a source is switched on (even one whose settings have problems)."""
-    for key in _SOURCES:
+    for key in SOURCE_KINDS:
         node = sources.mapping(key)
         if node is not None and node.get("enabled", True) is not False:
             return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,6 +130,24 @@ def test_names_types_and_labels_are_exactly_design_md_plus_the_documented_additi
         labels = {k for s in family.samples for k in s.labels} - {"le"}
         exposed[name] = (family.type, labels)
     assert exposed == DESIGN | ADDED
+
+
+def test_building_metrics_leaves_the_process_wide_created_switch_alone() -> None:
+    """Only ``drop_created_series`` (called by each entry point) turns ``*_created`` off."""
+    script = """
+from prometheus_client import generate_latest
+from watcher.metrics import WatcherMetrics, drop_created_series
+
+metrics = WatcherMetrics()
+metrics.malformed("eventbridge")
+print(b"_created" in generate_latest(metrics.registry))
+drop_created_series()
+print(b"_created" in generate_latest(metrics.registry))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert run.stdout.split() == ["True", "False"]
 
 
 def test_every_known_label_set_starts_at_zero() -> None:

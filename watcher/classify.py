@@ -15,7 +15,7 @@ from fnmatch import translate
 from watcher.events import ASSUME_EVENTS, assumed_role_session
 from watcher.identify import PrincipalIndex, match
 from watcher.model import Exercise, Outcome, Rules, TrailEvent, Verdict
-from watcher.schedule import window_at
+from watcher.schedule import WindowFinder
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +66,14 @@ def session_key(event: TrailEvent, requested: bool) -> str:
 
 
 class Classifier:
-    """``rules`` prepared once: the principal index and each principal's exercises in rule order."""
+    """``rules`` prepared once: the principal index and each principal's exercises in rule order.
+
+    Build one per rule set and keep it: it also holds the memo of exercise windows.
+    """
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
+        self._windows = WindowFinder()
         self._index = PrincipalIndex(rules.principals)
         self._exercises: dict[str, tuple[_Conditions, ...]] = {
             p.name: tuple(
@@ -95,7 +99,7 @@ class Classifier:
         outcome: Outcome = "failure" if event.error_code is not None else "success"
         key = session_key(event, found.requested)
         for conditions in self._exercises.get(principal.name, ()):
-            window = window_at(conditions.exercise, event.event_time)
+            window = self._windows.window_at(conditions.exercise, event.event_time)
             if window is not None and conditions.hold(event):
                 return Verdict(
                     event=event,
@@ -113,16 +117,3 @@ class Classifier:
             outcome=outcome,
             session_key=key,
         )
-
-
-_last: Classifier | None = None
-
-
-def classify(event: TrailEvent, rules: Rules) -> Verdict | None:
-    """``Classifier(rules).classify(event)``, reusing the classifier while ``rules`` is the same
-    object."""
-    global _last
-    classifier = _last
-    if classifier is None or classifier.rules is not rules:
-        classifier = _last = Classifier(rules)
-    return classifier.classify(event)

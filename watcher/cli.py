@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from watcher.logs import setup_logging
+    from watcher.metrics import drop_created_series
 
+    drop_created_series()
     level = args.log_level or ("WARNING" if args.command == "demo" else "INFO")
     setup_logging(args.log_format, level)
     try:

@@ -93,12 +93,20 @@ class _MirroredGauge:
             self.gauge.labels(*key).set(self.values[key])
 
 
+def drop_created_series() -> None:
+    """No ``*_created`` series for metrics made after this call: they double the series count
+    and nothing reads them.
+
+    prometheus_client's switch is process-wide, so each process entry point (the CLI, the
+    benchmarks, the test suite) calls this once before it builds metrics.
+    """
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
+
+
 class WatcherMetrics:
     """The watcher's metrics in ``registry`` (a fresh one by default)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        # No `*_created` series: they double the series count and nothing here reads them.
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         pc = ["principal", "classification"]

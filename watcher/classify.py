@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, replace
 from fnmatch import translate
 
-from watcher.events import ASSUME_EVENTS, assumed_role_session
+from watcher.events import ASSUME_EVENTS, assumed_role_session, issued_access_key
 from watcher.identify import PrincipalIndex, match
 from watcher.model import Exercise, Outcome, Rules, TrailEvent, Verdict
 from watcher.schedule import WindowFinder
@@ -56,10 +56,7 @@ def session_key(event: TrailEvent, requested: bool) -> str:
     failed one opened no session, and a console sign-in has no key, so those count by event id.
     """
     if requested:
-        response = event.raw.get("responseElements")
-        credentials = response.get("credentials") if isinstance(response, dict) else None
-        issued = credentials.get("accessKeyId") if isinstance(credentials, dict) else None
-        return issued if isinstance(issued, str) and issued else event.event_id
+        return issued_access_key(event) or event.event_id
     if event.event_name == "ConsoleLogin":
         return event.event_id
     return event.access_key_id or event.event_id

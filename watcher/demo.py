@@ -24,13 +24,14 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 import boto3
 import yaml
 
+from watcher.clock import iso_z, utc_now
 from watcher.daemon import Daemon
 from watcher.drill import (
     Authentication,
@@ -87,10 +88,6 @@ _CLEARED_ENV = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_ENDPOINT_URL",
 )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @contextmanager
@@ -218,8 +215,8 @@ def _rules_document(account: str, role_arn: str, window: Window) -> dict[str, An
             {
                 "name": DRILL_EXERCISE,
                 "principals": [ROLE_PRINCIPAL],
-                "start": _iso(window.start),
-                "end": _iso(window.end),
+                "start": iso_z(window.start, timespec="seconds"),
+                "end": iso_z(window.end, timespec="seconds"),
                 "session_name": SESSION_PATTERN,
             },
             {
@@ -264,10 +261,6 @@ def _config_document(
 def _write_yaml(path: Path, document: dict[str, Any]) -> None:
     header = "# Written by `breakglass-watcher demo` for its embedded AWS emulator.\n"
     path.write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --------------------------------------------------------------------------- CloudTrail's part

@@ -34,6 +34,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from watcher.aws import AwsClients
+from watcher.clock import Clock, utc_now
 from watcher.config import load_config
 from watcher.credentials import check_credentials, key_label
 from watcher.drill_record import (
@@ -57,8 +58,6 @@ from watcher.rules import load_rules
 from watcher.schedule import next_window_start, window_at
 from watcher.settings import Config
 
-Clock = Callable[[], datetime]
-
 DEFAULT_REGION = "us-east-1"
 EVENTS_LIMIT = 500
 SESSION_SECONDS = 900  # the shortest role session STS grants: a drill needs one call
@@ -69,10 +68,6 @@ _STS_CONFIG = AioConfig(
 )
 # Characters a glob class may be satisfied with, in order of preference.
 _CLASS_CANDIDATES = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-_.@=,+"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class DrillRefused(WatcherError):

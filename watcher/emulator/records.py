@@ -27,6 +27,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from watcher.clock import iso_z
+
 _USER_AGENT = "aws-cli/2.17.0 Python/3.12.4 Linux/6.8.0 exe/x86_64.ubuntu.24"
 _CONSOLE_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -52,12 +54,6 @@ def _unique_id(prefix: str, seed: str) -> str:
 
 def _derived_uuid(seed: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, seed))
-
-
-def _iso(t: datetime) -> str:
-    if t.tzinfo is None:
-        raise ValueError("event times must be timezone-aware")
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _role_parts(role_arn: str) -> tuple[str, str]:
@@ -101,7 +97,7 @@ def assumed_role_identity(
     """The ``userIdentity`` of a call made with a role session's temporary credentials."""
     account, role_name = _role_parts(role_arn)
     role_id = _unique_id("AROA", role_arn.lower())
-    created = _iso(creation_date) if creation_date else "2026-01-01T00:00:00Z"
+    created = iso_z(creation_date, timespec="seconds") if creation_date else "2026-01-01T00:00:00Z"
     context: dict[str, Any] = {
         "sessionIssuer": {
             "type": "Role",
@@ -162,7 +158,7 @@ def _record(
     return {
         "eventVersion": version,
         "userIdentity": identity,
-        "eventTime": _iso(event_time),
+        "eventTime": iso_z(event_time, timespec="seconds"),
         "eventSource": event_source,
         "eventName": event_name,
         "awsRegion": region,

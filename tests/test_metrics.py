@@ -38,7 +38,7 @@ SOURCES = [
 ]
 
 SRC = {"source", "account", "region"}
-#: DESIGN.md's Metrics table: exposed name → (type, label names).
+#: docs/design.md "Metrics", as first agreed: exposed name → (type, label names).
 DESIGN = {
     "breakglass_events_total": ("counter", {"principal", "classification", "outcome"}),
     "breakglass_sessions_total": ("counter", {"principal", "classification"}),
@@ -58,6 +58,7 @@ DESIGN = {
     "breakglass_rules_info": ("gauge", {"digest"}),
     "breakglass_config_last_reload_success": ("gauge", set()),
 }
+#: Added since (docs/design.md "Where the code stands apart from the original contract").
 ADDED = {"breakglass_events_malformed_total": ("counter", {"source"})}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -1,4 +1,4 @@
-"""Drill or unexpected use (DESIGN.md "classify"): a pure function of event and rules.
+"""Drill or unexpected use (docs/design.md "Classification"), from the event and rules alone.
 
 An event of a principal is a ``drill`` when a window of one of its exercises is open at the
 event's ``eventTime`` and that exercise's conditions hold; the first such exercise in rule order

@@ -1,4 +1,4 @@
-"""``breakglass-watcher drill``: one break-glass exercise end to end (the seed's steps 1-5).
+"""``breakglass-watcher drill``: one break-glass exercise end to end (docs/design.md "Drills").
 
 1. **window**: refuse outside an open window of the exercise unless told to (a drill outside its
    window is, by design, reported as real use).

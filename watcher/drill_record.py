@@ -1,4 +1,4 @@
-"""The exercise record a drill leaves behind (the seed's step 5), as Markdown and JSON.
+"""The exercise record a drill leaves behind, as Markdown and JSON (docs/design.md "Drills", 5).
 
 Pure: the record is data, rendering is string building; ``drill.py`` gathers the facts and writes
 the files. A record is ``ok`` only when every step was; a step is skipped when an earlier failure

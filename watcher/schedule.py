@@ -1,11 +1,13 @@
-"""When an exercise's windows are open. Pure: no clock, no I/O; every datetime returned is UTC.
+"""When an exercise's windows are open. No clock, no I/O, no module state; every datetime
+returned is UTC. :class:`WindowFinder` keeps a memo, owned by whoever holds the finder.
 
 A cron start is a local wall-clock time in the exercise's time zone; ``duration`` is elapsed
 time. Starts are found by running the cron expression over *naive* local times and giving each
-one ``fold=0`` in the zone, which is exactly the DESIGN.md rule: a local time skipped by a
-spring-forward change lands one gap later (02:30 becomes 03:30), and a repeated one (fall back)
-takes its first occurrence. A skipped time can therefore come out later in UTC than the next
-cron match, so starts pass through a small heap before they are yielded in order.
+one ``fold=0`` in the zone, which is exactly the rule of docs/design.md "Exercise windows": a
+local time skipped by a spring-forward change lands one gap later (02:30 becomes 03:30), and a
+repeated one (fall back) takes its first occurrence. A skipped time can therefore come out later
+in UTC than the next cron match, so starts pass through a small heap before they are yielded in
+order.
 """
 
 from __future__ import annotations

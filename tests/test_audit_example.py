@@ -9,7 +9,7 @@ from pathlib import Path
 
 import boto3
 
-from watcher.demo import USER_NAME, set_up_demo
+from watcher.demo.scenario import USER_NAME, set_up_demo
 from watcher.emulator.server import Emulator
 
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"

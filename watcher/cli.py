@@ -138,7 +138,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if command == "demo":
         try:
-            from watcher.demo import run_demo
+            from watcher.demo.story import run_demo
         except ImportError as exc:
             raise WatcherError(
                 f"the demo needs its AWS emulator ({exc.name} is missing): "

@@ -320,30 +320,24 @@ def console_login_record(
         identity["accessKeyId"] = ""
     if not success and identity.get("type") == "IAMUser":
         del identity["arn"]
-    record = _record(
-        identity=identity,
+    record = _sign_in_record(
+        "ConsoleLogin",
+        identity,
+        account or str(identity.get("accountId", "")),
+        success=success,
         event_time=event_time,
-        event_source="signin.amazonaws.com",
-        event_name="ConsoleLogin",
-        region="us-east-1",
         source_ip=source_ip,
-        user_agent=_CONSOLE_AGENT,
-        request_parameters=None,
-        response_elements={"ConsoleLogin": "Success" if success else "Failure"},
         event_id=event_id,
-        read_only=False,
-        event_type="AwsConsoleSignIn",
-        account=account or str(identity.get("accountId", "")),
-        version="1.08",
+        additional={
+            "LoginTo": (
+                "https://console.aws.amazon.com/console/home?state=hashArgs%23&isauthcode=true"
+            ),
+            "MobileVersion": "No",
+            "MFAUsed": "Yes" if mfa_used else "No",
+        },
     )
-    record["additionalEventData"] = {
-        "LoginTo": "https://console.aws.amazon.com/console/home?state=hashArgs%23&isauthcode=true",
-        "MobileVersion": "No",
-        "MFAUsed": "Yes" if mfa_used else "No",
-    }
     if not success:
         record["errorMessage"] = "Failed authentication"
-    del record["requestID"]
     return record
 
 
@@ -365,26 +359,51 @@ def switch_role_record(
     """
     role_account, _ = _role_parts(role_arn)
     identity = assumed_role_identity(role_arn, user_name, "", mfa=mfa, creation_date=event_time)
+    return _sign_in_record(
+        "SwitchRole",
+        identity,
+        role_account,
+        success=success,
+        event_time=event_time,
+        source_ip=source_ip,
+        event_id=event_id,
+        additional={
+            "SwitchFrom": f"arn:aws:iam::{user_account}:user/{user_name}",
+            "RedirectTo": "https://console.aws.amazon.com/console/home",
+        },
+    )
+
+
+def _sign_in_record(
+    event_name: str,
+    identity: dict[str, Any],
+    account: str,
+    *,
+    success: bool,
+    event_time: datetime,
+    source_ip: str,
+    event_id: str | None,
+    additional: dict[str, str],
+) -> dict[str, Any]:
+    """A console sign-in event as ``signin.amazonaws.com`` records it: no request parameters,
+    the result under ``responseElements[event_name]``, no request id."""
     record = _record(
         identity=identity,
         event_time=event_time,
         event_source="signin.amazonaws.com",
-        event_name="SwitchRole",
+        event_name=event_name,
         region="us-east-1",
         source_ip=source_ip,
         user_agent=_CONSOLE_AGENT,
         request_parameters=None,
-        response_elements={"SwitchRole": "Success" if success else "Failure"},
+        response_elements={event_name: "Success" if success else "Failure"},
         event_id=event_id,
         read_only=False,
         event_type="AwsConsoleSignIn",
-        account=role_account,
+        account=account,
         version="1.08",
     )
-    record["additionalEventData"] = {
-        "SwitchFrom": f"arn:aws:iam::{user_account}:user/{user_name}",
-        "RedirectTo": "https://console.aws.amazon.com/console/home",
-    }
+    record["additionalEventData"] = additional
     del record["requestID"]
     return record
 

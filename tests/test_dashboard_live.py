@@ -31,7 +31,7 @@ import yaml
 from harness import debian_binary, running_daemon, wait_for
 from test_deploy_dashboard import DASHBOARD, dashboard_queries
 
-from watcher.demo import (
+from watcher.demo.scenario import (
     DRILL_EXERCISE,
     ROLE_PRINCIPAL,
     USER_NAME,

@@ -8,7 +8,12 @@ import subprocess
 import sys
 import time
 
-from watcher.demo import DRILL_EXERCISE, EMULATOR_ENV, ROLE_PRINCIPAL, UNEXPECTED_SESSION
+from watcher.demo.scenario import (
+    DRILL_EXERCISE,
+    EMULATOR_ENV,
+    ROLE_PRINCIPAL,
+    UNEXPECTED_SESSION,
+)
 
 TIMEOUT = 90  # the run itself takes ~10 s; the bound only stops a hung demo
 

@@ -21,7 +21,7 @@ ALERTS = PROMETHEUS_DIR / "alerts.yml"
 ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
 RUNBOOK = ROOT / "deploy" / "runbook.md"
 
-# DESIGN.md "Metrics", plus the per-source malformed-record counter.
+# docs/design.md "Metrics".
 CONTRACT_METRICS = frozenset(
     {
         "breakglass_events_total",

@@ -1,4 +1,4 @@
-"""Drill or unexpected use (DESIGN.md "classify"): a pure function of event and rules.
+"""Drill or unexpected use (docs/design.md "Classification"), from the event and rules alone.
 
 An event of a principal is a ``drill`` when a window of one of its exercises is open at the
 event's ``eventTime`` and that exercise's conditions hold; the first such exercise in rule order
@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, replace
 from fnmatch import translate
 
-from watcher.events import ASSUME_EVENTS, assumed_role_session
+from watcher.events import ASSUME_EVENTS, assumed_role_session, issued_access_key
 from watcher.identify import PrincipalIndex, match
 from watcher.model import Exercise, Outcome, Rules, TrailEvent, Verdict
-from watcher.schedule import window_at
+from watcher.schedule import WindowFinder
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,20 +56,21 @@ def session_key(event: TrailEvent, requested: bool) -> str:
     failed one opened no session, and a console sign-in has no key, so those count by event id.
     """
     if requested:
-        response = event.raw.get("responseElements")
-        credentials = response.get("credentials") if isinstance(response, dict) else None
-        issued = credentials.get("accessKeyId") if isinstance(credentials, dict) else None
-        return issued if isinstance(issued, str) and issued else event.event_id
+        return issued_access_key(event) or event.event_id
     if event.event_name == "ConsoleLogin":
         return event.event_id
     return event.access_key_id or event.event_id
 
 
 class Classifier:
-    """``rules`` prepared once: the principal index and each principal's exercises in rule order."""
+    """``rules`` prepared once: the principal index and each principal's exercises in rule order.
+
+    Build one per rule set and keep it: it also holds the memo of exercise windows.
+    """
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
+        self._windows = WindowFinder()
         self._index = PrincipalIndex(rules.principals)
         self._exercises: dict[str, tuple[_Conditions, ...]] = {
             p.name: tuple(
@@ -95,7 +96,7 @@ class Classifier:
         outcome: Outcome = "failure" if event.error_code is not None else "success"
         key = session_key(event, found.requested)
         for conditions in self._exercises.get(principal.name, ()):
-            window = window_at(conditions.exercise, event.event_time)
+            window = self._windows.window_at(conditions.exercise, event.event_time)
             if window is not None and conditions.hold(event):
                 return Verdict(
                     event=event,
@@ -113,16 +114,3 @@ class Classifier:
             outcome=outcome,
             session_key=key,
         )
-
-
-_last: Classifier | None = None
-
-
-def classify(event: TrailEvent, rules: Rules) -> Verdict | None:
-    """``Classifier(rules).classify(event)``, reusing the classifier while ``rules`` is the same
-    object."""
-    global _last
-    classifier = _last
-    if classifier is None or classifier.rules is not rules:
-        classifier = _last = Classifier(rules)
-    return classifier.classify(event)

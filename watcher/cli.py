@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from watcher.logs import setup_logging
+    from watcher.metrics import drop_created_series
 
+    drop_created_series()
     level = args.log_level or ("WARNING" if args.command == "demo" else "INFO")
     setup_logging(args.log_format, level)
     try:
@@ -136,7 +138,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if command == "demo":
         try:
-            from watcher.demo import run_demo
+            from watcher.demo.story import run_demo
         except ImportError as exc:
             raise WatcherError(
                 f"the demo needs its AWS emulator ({exc.name} is missing): "

@@ -15,14 +15,14 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from watcher.aws import AwsClients
 from watcher.classify import Classifier
+from watcher.clock import Clock, utc_now
 from watcher.config import load_config
 from watcher.credentials import access_key_ages, check_credentials
 from watcher.errors import ConfigError, StoreError
@@ -38,17 +38,13 @@ from watcher.sources.registry import SOURCE_KINDS
 from watcher.sources.retry import RETRYABLE, RateBudgets
 from watcher.store.base import Store
 from watcher.store.sqlite import SqliteStore
+from watcher.waits import wait_any
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 StoreFactory = Callable[[Path], Store]
 LIFECYCLE_INTERVAL = 5.0
 PRUNE_INTERVAL = 3600.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Daemon:
@@ -137,16 +133,6 @@ class Daemon:
                 )
             tasks.create_task(self._reloads())
 
-    async def _until_stop_or(self, event: asyncio.Event) -> None:
-        """Wait until ``event`` or ``stop`` is set."""
-        waiter = asyncio.ensure_future(event.wait())
-        stopper = asyncio.ensure_future(self.stop.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stopper.cancel()
-
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         """Run ``job`` now and every ``seconds`` until stopped; store and AWS failures are
         logged and retried at the next run, anything else propagates."""
@@ -160,8 +146,7 @@ class Daemon:
                 log.warning("periodic job failed", extra={"job": job.__name__, "error": str(exc)})
             else:
                 self._store_failures.discard(job.__name__)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), seconds)
+            await wait_any(self.stop, seconds=seconds)
 
     # -- rules and reloads ----------------------------------------------------------------
 
@@ -185,7 +170,7 @@ class Daemon:
 
     async def _reloads(self) -> None:
         while not self.stop.is_set():
-            await self._until_stop_or(self._reload_requested)
+            await wait_any(self._reload_requested, self.stop)
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self.reload()
@@ -249,7 +234,7 @@ class Daemon:
             async with asyncio.TaskGroup() as tasks:
                 for source in self.sources:
                     tasks.create_task(source.run(stop_sources))
-                await self._until_stop_or(self._restart_sources)
+                await wait_any(self._restart_sources, self.stop)
                 stop_sources.set()
 
     async def sink(

@@ -105,6 +105,17 @@ def assumed_role_session(arn: object) -> str | None:
     return parts[-1] if len(parts) >= 3 and parts[-1] else None
 
 
+def issued_access_key(event: TrailEvent) -> str | None:
+    """The temporary access key an assume call issued (``responseElements.credentials
+    .accessKeyId``): the key the new session's own calls carry. None when the call issued none
+    (it failed, or it is no assume call) or the response is not shaped as expected.
+    """
+    response = event.raw.get("responseElements")
+    credentials = response.get("credentials") if isinstance(response, dict) else None
+    key = credentials.get("accessKeyId") if isinstance(credentials, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
 def _normalise(record: object) -> TrailEvent:
     if type(record) is not dict:
         if not isinstance(record, Mapping):

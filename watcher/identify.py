@@ -1,10 +1,10 @@
-"""Which break-glass principal, if any, an event belongs to (DESIGN.md "identify").
+"""Which break-glass principal, if any, an event belongs to (docs/design.md "Identification").
 
 One event, at most one principal; the acting identity wins over the role an assume call names.
 Account ids compare exactly, IAM names case-insensitively and whole. Exact names are dict
-look-ups; ``name_pattern`` principals are tried only when no exact name matched. One addition
-to DESIGN.md: calls with a ``FederatedUser`` identity (``GetFederationToken``) whose session
-issuer is a break-glass IAM user are that user's uses: its credentials are at work.
+look-ups; ``name_pattern`` principals are tried only when no exact name matched. Calls with a
+``FederatedUser`` identity (``GetFederationToken``) whose session issuer is a break-glass IAM
+user are that user's uses: its credentials are at work.
 """
 
 from __future__ import annotations

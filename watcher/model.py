@@ -93,8 +93,8 @@ class TrailEvent:
     """One CloudTrail record, whatever it arrived in (log file, EventBridge, LookupEvents).
 
     ``identity`` is the record's ``userIdentity``; ``raw`` the whole record. ``session_name`` and
-    ``mfa_used`` are derived as DESIGN.md says (assume calls: from the request; sessions: from the
-    assumed-role ARN and session context; ConsoleLogin: ``MFAUsed``).
+    ``mfa_used`` are derived as docs/design.md "Normalisation" says (assume calls: from the request;
+    sessions: from the assumed-role ARN and session context; ConsoleLogin: ``MFAUsed``).
     """
 
     event_id: str

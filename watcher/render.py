@@ -2,12 +2,12 @@
 
 The pattern is a pre-filter: it must let every event of a watched principal through (the watcher
 decides exactly what an event is), and it keeps the queue quiet otherwise. So it errs on the wide
-side where EventBridge cannot say exactly what DESIGN.md means:
+side where EventBridge cannot say exactly what docs/design.md "Identification" means:
 
 - ``source`` is any ``aws.*`` source: a break-glass session may call any service, and customers
   cannot put events with an ``aws.`` source, so nothing forged reaches the queue. ``detail-type``
-  is not filtered (DESIGN.md: sign-in events are spelled differently in practice); records are
-  recognised by their ``userIdentity`` fields.
+  is not filtered (sign-in events are spelled differently in practice: docs/design.md
+  "Normalisation"); records are recognised by their ``userIdentity`` fields.
 - IAM names compare case-insensitively (``equals-ignore-case``), accounts exactly.
 - Users match on ``userIdentity.userName`` + ``accountId`` (a failed ``ConsoleLogin`` has no
   ``arn``); role sessions on ``sessionContext.sessionIssuer.userName`` + ``accountId`` (the issuer

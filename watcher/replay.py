@@ -12,20 +12,16 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from watcher.classify import Classifier
+from watcher.clock import iso_z
 from watcher.events import FileReadError, Malformed, iter_file
 from watcher.model import CLASSIFICATIONS, OUTCOMES, Rules, TrailEvent, Verdict
 
 MAX_WARNINGS = 20
-
-
-def iso_z(t: datetime) -> str:
-    """``2026-10-01T12:05:00Z`` (fractional seconds only when there are some)."""
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def verdict_line(verdict: Verdict) -> dict[str, Any]:

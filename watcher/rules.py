@@ -1,8 +1,9 @@
 """Rule files (``rules/*.yaml``): principals and exercises, validated in two stages.
 
-``parse_rules`` is pure: it takes already-parsed YAML documents and either returns
-:class:`~watcher.model.Rules` or raises one ConfigError listing every problem with its file and
-path. ``load_rules`` reads the files and computes the digest.
+``parse_rules`` reads no files (and the clock only when not given ``now``): it takes
+already-parsed YAML documents and either returns :class:`~watcher.model.Rules` or raises one
+ConfigError listing every problem with its file and path. ``load_rules`` reads the files and
+computes the digest.
 """
 
 from __future__ import annotations

@@ -37,13 +37,14 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from watcher.aws import AwsClients
+from watcher.clock import Clock, utc_now
 from watcher.durations import format_duration
 from watcher.errors import StoreError
-from watcher.events import ASSUME_EVENTS, Malformed, iter_document
+from watcher.events import ASSUME_EVENTS, Malformed, issued_access_key, iter_document
 from watcher.identify import PrincipalIndex, identify, match
 from watcher.model import Principal, TrailEvent
 from watcher.settings import Account, Config
@@ -61,9 +62,9 @@ from watcher.sources.retry import (
     Backoff,
     TokenBucket,
     classify_error,
-    sleep_or_stop,
 )
 from watcher.validation import Fields, Key, Report, duration
+from watcher.waits import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,6 @@ _SPEC = {
 }
 
 Attribute = tuple[str, str]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class _Stopped(Exception):
@@ -113,10 +110,7 @@ def issued_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
     found = match(event, index)
     if found is None or not found.requested or found.principal.kind != "role":
         return None
-    response = event.raw.get("responseElements")
-    credentials = response.get("credentials") if isinstance(response, dict) else None
-    key = credentials.get("accessKeyId") if isinstance(credentials, dict) else None
-    return key if isinstance(key, str) and key else None
+    return issued_access_key(event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +207,7 @@ class LookupPoller:
         sink: EventSink,
         observer: SourceObserver,
         checkpoints: CheckpointReader,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
         *,
         backoff: Backoff | None = None,
         throttle_backoff: Backoff | None = None,
@@ -250,7 +244,7 @@ class LookupPoller:
                     delay = self.settings.interval.total_seconds()
                 else:
                     delay = self._backoff.next_delay()
-                if await sleep_or_stop(stop, delay):
+                if await wait_any(stop, seconds=delay):
                     return
 
     async def _poll(self, cloudtrail: Any, stop: asyncio.Event) -> bool:
@@ -385,7 +379,7 @@ class LookupPoller:
                 if classify_error(exc) != "throttled":
                     raise
                 self._observer.error(*self.labels, "throttled")
-                if await sleep_or_stop(stop, self._throttle_backoff.next_delay()):
+                if await wait_any(stop, seconds=self._throttle_backoff.next_delay()):
                     raise _Stopped from exc
                 continue
             self._throttle_backoff.reset()

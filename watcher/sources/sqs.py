@@ -32,8 +32,9 @@ from watcher.sources.base import (
     SourceLabels,
     SourceObserver,
 )
-from watcher.sources.retry import RETRYABLE, Backoff, classify_code, classify_error, sleep_or_stop
+from watcher.sources.retry import RETRYABLE, Backoff, classify_code, classify_error
 from watcher.validation import Fields, Key, Report, bounded, http_url, region
+from watcher.waits import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +148,14 @@ class SqsSource:
                     messages = await self._receive(sqs, stop)
                 except RETRYABLE as exc:
                     self._failed("receive", exc)
-                    if await sleep_or_stop(stop, self._backoff.next_delay()):
+                    if await wait_any(stop, seconds=self._backoff.next_delay()):
                         return
                     continue
                 if messages is None:
                     return
                 self._observer.success(*self.labels)
                 if messages and not await self._process(sqs, messages):
-                    if await sleep_or_stop(stop, self._backoff.next_delay()):
+                    if await wait_any(stop, seconds=self._backoff.next_delay()):
                         return
                     continue
                 self._backoff.reset()

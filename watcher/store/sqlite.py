@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from watcher.clock import iso_z
 from watcher.errors import StoreError
 from watcher.model import Classification, Verdict
 from watcher.store.base import EVENT_FIELDS, CommitResult, FirstSeenKind, Totals
@@ -143,10 +144,6 @@ def _ts(t: datetime) -> float:
 
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-def _iso(ts: float) -> str:
-    return _dt(ts).isoformat().replace("+00:00", "Z")
 
 
 def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -384,8 +381,8 @@ class SqliteStore:
         events = []
         for row in self._db.execute(sql, (limit,)):
             event = dict(zip(EVENT_FIELDS, row, strict=True))
-            event["event_time"] = _iso(event["event_time"])
-            event["stored_at"] = _iso(event["stored_at"])
+            event["event_time"] = iso_z(_dt(event["event_time"]))
+            event["stored_at"] = iso_z(_dt(event["stored_at"]))
             events.append(event)
         return events
 

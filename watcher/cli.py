@@ -53,12 +53,27 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--once", action="store_true", help="check the result and exit")
     demo.add_argument("--port", type=int, default=0, help="metrics port (default: a free one)")
 
+    calendar = sub.add_parser("calendar", help="the upcoming exercise windows as iCalendar")
+    calendar_src = calendar.add_mutually_exclusive_group(required=True)
+    calendar_src.add_argument("-c", "--config", type=Path)
+    calendar_src.add_argument("--rules", type=Path)
+    calendar.add_argument("--months", type=_months, default=12, help="how far ahead (default 12)")
+    calendar.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+
     render = sub.add_parser("render", help="print deployment inputs derived from the rules")
     render.add_argument("what", choices=("eventbridge-pattern",))
     render_src = render.add_mutually_exclusive_group(required=True)
     render_src.add_argument("-c", "--config", type=Path)
     render_src.add_argument("--rules", type=Path)
     return parser
+
+
+def _months(text: str) -> int:
+    from watcher.calendar import MAX_MONTHS
+
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_MONTHS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_MONTHS}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,6 +123,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         from watcher.rules import load_rules
 
         print(eventbridge_pattern_json(load_rules(_rules_path(args))))
+        return 0
+    if command == "calendar":
+        from datetime import UTC, datetime
+
+        from watcher.calendar import calendar_span, render_calendar
+        from watcher.rules import load_rules
+
+        now = datetime.now(UTC)
+        after, until = calendar_span(now, args.months)
+        hint = str(args.config) if args.config is not None else "CONFIG"
+        ics = render_calendar(
+            load_rules(_rules_path(args)), after, until, stamp=now, config_hint=hint
+        )
+        if args.output is None:
+            sys.stdout.buffer.write(ics)
+        else:
+            try:
+                args.output.write_bytes(ics)
+            except OSError as exc:
+                raise WatcherError(f"{args.output}: cannot write: {exc.strerror or exc}") from exc
         return 0
     if command == "run":
         from watcher.daemon import run_daemon

@@ -22,6 +22,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from watcher.aws import AwsClients
+from watcher.calendar import DEFAULT_MONTHS, calendar_span, render_calendar
 from watcher.classify import Classifier
 from watcher.config import load_config
 from watcher.credentials import access_key_ages, check_credentials
@@ -101,7 +102,10 @@ class Daemon:
             self.metrics.restore(await self.store.totals())
             self.metrics.config_reloaded(True)
             http = HttpServer(
-                self.registry, readiness=self.readiness, recent_events=self.store.recent_events
+                self.registry,
+                readiness=self.readiness,
+                recent_events=self.store.recent_events,
+                calendar=self.calendar_ics,
             )
             host, port = self.config.listen
             self.port = await http.start(host, port)
@@ -331,6 +335,14 @@ class Daemon:
         removed = await self.store.prune(self.clock() - self.config.retention)
         if removed:
             log.info("pruned stored events", extra={"removed": removed})
+
+    def calendar_ics(self) -> bytes:
+        """``/calendar.ics``: the exercise windows of the next twelve months."""
+        now = self.clock()
+        after, until = calendar_span(now, DEFAULT_MONTHS)
+        path = self.config.source_file
+        hint = str(path) if path is not None else "CONFIG"
+        return render_calendar(self.rules, after, until, stamp=now, config_hint=hint)
 
     # -- readiness ------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The watcher's HTTP endpoints: metrics, liveness, readiness and recent events.
+"""The watcher's HTTP endpoints: metrics, liveness, readiness, recent events and the calendar.
 
 ``/metrics`` negotiates the exposition format with the scraper (Prometheus text by default,
 OpenMetrics when asked for), as prometheus_client's own handlers do. Access logs are off: a scrape
@@ -50,10 +50,12 @@ class HttpServer:
         *,
         readiness: Callable[[], Readiness],
         recent_events: Callable[[int], Awaitable[list[dict[str, Any]]]],
+        calendar: Callable[[], bytes] | None = None,
     ) -> None:
         self._registry = registry
         self._readiness = readiness
         self._recent_events = recent_events
+        self._calendar = calendar
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -63,6 +65,8 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/api/events", self._events)
+        if self._calendar is not None:
+            app.router.add_get("/calendar.ics", self._calendar_ics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -101,3 +105,9 @@ class HttpServer:
         except StoreError as exc:
             return web.json_response({"error": str(exc)}, status=503)
         return web.json_response(events)
+
+    async def _calendar_ics(self, request: web.Request) -> web.Response:
+        assert self._calendar is not None  # routed only when given
+        return web.Response(
+            body=self._calendar(), headers={"Content-Type": "text/calendar; charset=utf-8"}
+        )

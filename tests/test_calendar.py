@@ -16,7 +16,7 @@ from icalendar import Calendar, Event, Timezone
 from watcher.calendar import calendar_span, render_calendar, window_uid
 from watcher.cli import main
 from watcher.daemon import Daemon
-from watcher.model import Exercise, Principal, Rules, Window
+from watcher.model import Exercise, Person, Principal, Rules, Window
 from watcher.schedule import windows_overlapping
 
 ACCOUNT = "123456789012"
@@ -42,7 +42,11 @@ NEW_YORK = Exercise(
     duration=timedelta(hours=2),
     require_mfa=True,
 )
-RULES = Rules((ADMIN,), (BERLIN, NEW_YORK))
+RULES = Rules(
+    (ADMIN,),
+    (BERLIN, NEW_YORK),
+    people=(Person("alice", ("bg-admin",)), Person("zed", ("bg-other",))),
+)
 
 
 def parse(ics: bytes) -> Calendar:
@@ -181,6 +185,7 @@ def test_the_description_says_who_what_and_how() -> None:
     berlin = by_exercise["Break-glass drill: berlin-weekly"]
     assert f"bg-admin ({ROLE_ARN})" in berlin
     assert "Role session name must match: break-glass-exercise*" in berlin
+    assert "People expected to practise: alice\n" in berlin
     assert "breakglass-watcher drill --exercise berlin-weekly -c /etc/bgw/config.yaml" in berlin
     new_york = by_exercise["Break-glass drill: new-york-weekly"]
     assert "MFA required" in new_york and "session name" not in new_york

@@ -21,7 +21,7 @@ ALERTS = PROMETHEUS_DIR / "alerts.yml"
 ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
 RUNBOOK = ROOT / "deploy" / "runbook.md"
 
-# DESIGN.md "Metrics", plus the per-source malformed-record counter.
+# DESIGN.md "Metrics", plus the per-source malformed-record counter and the per-person gauges.
 CONTRACT_METRICS = frozenset(
     {
         "breakglass_events_total",
@@ -42,6 +42,8 @@ CONTRACT_METRICS = frozenset(
         "breakglass_rules_info",
         "breakglass_config_last_reload_success",
         "breakglass_events_malformed_total",
+        "breakglass_person_last_drill_timestamp_seconds",
+        "breakglass_person_drill_due_timestamp_seconds",
     }
 )
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

@@ -107,6 +107,9 @@ def describe(exercise: Exercise, rules: Rules, config_hint: str = "CONFIG") -> s
     lines = [f"Exercise {exercise.name} of breakglass-watcher."]
     principals = [_principal(rules.principal(name), name) for name in exercise.principals]
     lines.append("Principals: " + "; ".join(principals))
+    people = [p.name for p in rules.people if set(p.principals) & set(exercise.principals)]
+    if people:
+        lines.append("People expected to practise: " + ", ".join(people))
     if exercise.session_name is not None:
         lines.append(f"Role session name must match: {exercise.session_name}")
     conditions = []

@@ -16,6 +16,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,7 +32,9 @@ from watcher.http import HttpServer, Readiness
 from watcher.inventory import discover
 from watcher.lifecycle import Lifecycle
 from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
-from watcher.model import Principal, Rules, TrailEvent
+from watcher.model import Principal, Rules, TrailEvent, Verdict
+from watcher.people import attribute
+from watcher.people_metrics import PeopleMetrics
 from watcher.rules import load_rules
 from watcher.settings import Config
 from watcher.sources.base import Source, SourceContext, SourceLabels
@@ -67,6 +70,7 @@ class Daemon:
         self.clock = clock
         self.registry = CollectorRegistry()
         self.metrics = WatcherMetrics(self.registry)
+        self.people_metrics = PeopleMetrics(self.registry)
         self.store = store_factory(config.state_path)
         self.stop = asyncio.Event()
         self.listening = asyncio.Event()
@@ -99,7 +103,9 @@ class Daemon:
     async def run(self) -> int:
         await self.store.open()
         try:
-            self.metrics.restore(await self.store.totals())
+            totals = await self.store.totals()
+            self.metrics.restore(totals)
+            self.people_metrics.restore(totals.person_last_drill)
             self.metrics.config_reloaded(True)
             http = HttpServer(
                 self.registry,
@@ -175,9 +181,11 @@ class Daemon:
             principals=rules.principals + self._undeclared(rules),
             exercises=rules.exercises,
             digest=rules.digest,
+            people=rules.people,
         )
         self.classifier = Classifier(watched)
         self.metrics.init_labels(watched, self._source_labels())
+        self.people_metrics.init(rules.people)
 
     def _undeclared(self, rules: Rules) -> tuple[Principal, ...]:
         declared = {p.name for p in rules.principals}
@@ -261,7 +269,9 @@ class Daemon:
     ) -> None:
         """Classify, store, then count: returns only once the batch is durably stored."""
         now = self.clock()
-        verdicts = [v for e in events if (v := self.classifier.classify(e)) is not None]
+        verdicts = [
+            self._attributed(v) for e in events if (v := self.classifier.classify(e)) is not None
+        ]
         if not verdicts and not checkpoints:
             return  # no break-glass event: nothing to store (most SQS batches)
         try:
@@ -273,6 +283,8 @@ class Daemon:
         self._store_failures.discard("sink")
         self.metrics.observe(result, source, now)
         for verdict in result.verdicts:
+            if verdict.person is not None:
+                self.people_metrics.drilled(verdict.person, verdict.event.event_time)
             log.info(
                 "break-glass event",
                 extra={
@@ -280,11 +292,19 @@ class Daemon:
                     "classification": verdict.classification,
                     "outcome": verdict.outcome,
                     "exercise": verdict.exercise,
+                    "person": verdict.person,
                     "event_name": verdict.event.event_name,
                     "event_id": verdict.event.event_id,
                     "source": source,
                 },
             )
+
+    def _attributed(self, verdict: Verdict) -> Verdict:
+        """A drill verdict with the declared person its event shows (``people.py``)."""
+        if verdict.classification != "drill" or not self.rules.people:
+            return verdict
+        person = attribute(verdict.event, verdict.principal, self.rules.people)
+        return verdict if person is None else replace(verdict, person=person)
 
     # SourceObserver
     def success(self, source: str, account: str, region: str) -> None:
@@ -308,6 +328,10 @@ class Daemon:
         for principal in self.watched_principals:
             first = await self.store.first_seen("principal", principal.name, now)
             self.metrics.set_drill_due(principal, first)
+        await self.store.forget_first_seen("person", [p.name for p in self.rules.people])
+        for person in self.rules.people:
+            listed = await self.store.first_seen("person", person.name, now)
+            self.people_metrics.listed_since(person.name, listed)
 
     async def _inventory(self) -> None:
         result = await discover(AwsClients(self.config.endpoint_url), self.config, self.rules)

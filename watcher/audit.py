@@ -24,7 +24,7 @@ from watcher.aws import AwsClients
 from watcher.credentials import CheckResult, check_credentials, drill_due
 from watcher.inventory import AccountError, discover
 from watcher.model import Person, Principal, Rules
-from watcher.people_metrics import person_due_at
+from watcher.programme_metrics import person_due_at
 from watcher.rules import load_rules
 from watcher.settings import Config
 from watcher.store.sqlite import SqliteStore

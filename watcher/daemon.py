@@ -19,6 +19,7 @@ from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -28,13 +29,14 @@ from watcher.classify import Classifier
 from watcher.config import load_config
 from watcher.credentials import access_key_ages, check_credentials
 from watcher.errors import ConfigError, StoreError
+from watcher.exercises import history, read_records
 from watcher.http import HttpServer, Readiness
 from watcher.inventory import discover
 from watcher.lifecycle import Lifecycle
 from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
 from watcher.model import Principal, Rules, TrailEvent, Verdict
 from watcher.people import attribute
-from watcher.people_metrics import PeopleMetrics
+from watcher.programme_metrics import ProgrammeMetrics
 from watcher.rules import load_rules
 from watcher.settings import Config
 from watcher.sources.base import Source, SourceContext, SourceLabels
@@ -70,7 +72,7 @@ class Daemon:
         self.clock = clock
         self.registry = CollectorRegistry()
         self.metrics = WatcherMetrics(self.registry)
-        self.people_metrics = PeopleMetrics(self.registry)
+        self.programme_metrics = ProgrammeMetrics(self.registry)
         self.store = store_factory(config.state_path)
         self.stop = asyncio.Event()
         self.listening = asyncio.Event()
@@ -86,6 +88,7 @@ class Daemon:
         # recovered job failing.
         self._store_failures: set[str] = set()
         self._discovered: tuple[Principal, ...] = ()
+        self._record_problems: set[str] = set()
         self.sources: list[Source] = self._build_sources()
         self._set_rules(rules)
 
@@ -105,13 +108,14 @@ class Daemon:
         try:
             totals = await self.store.totals()
             self.metrics.restore(totals)
-            self.people_metrics.restore(totals.person_last_drill)
+            self.programme_metrics.restore(totals)
             self.metrics.config_reloaded(True)
             http = HttpServer(
                 self.registry,
                 readiness=self.readiness,
                 recent_events=self.store.recent_events,
                 calendar=self.calendar_ics,
+                exercises=self.exercise_history,
             )
             host, port = self.config.listen
             self.port = await http.start(host, port)
@@ -185,7 +189,7 @@ class Daemon:
         )
         self.classifier = Classifier(watched)
         self.metrics.init_labels(watched, self._source_labels())
-        self.people_metrics.init(rules.people)
+        self.programme_metrics.init(rules)
 
     def _undeclared(self, rules: Rules) -> tuple[Principal, ...]:
         declared = {p.name for p in rules.principals}
@@ -284,7 +288,7 @@ class Daemon:
         self.metrics.observe(result, source, now)
         for verdict in result.verdicts:
             if verdict.person is not None:
-                self.people_metrics.drilled(verdict.person, verdict.event.event_time)
+                self.programme_metrics.drilled(verdict.person, verdict.event.event_time)
             log.info(
                 "break-glass event",
                 extra={
@@ -324,14 +328,15 @@ class Daemon:
     async def _lifecycle_tick(self) -> None:
         lifecycle = Lifecycle(self.store, self.metrics, self.config.detection_grace)
         now = self.clock()
-        await lifecycle.tick(self.rules, now)
+        for window, result in await lifecycle.tick(self.rules, now):
+            self.programme_metrics.window_decided(window, result)
         for principal in self.watched_principals:
             first = await self.store.first_seen("principal", principal.name, now)
             self.metrics.set_drill_due(principal, first)
         await self.store.forget_first_seen("person", [p.name for p in self.rules.people])
         for person in self.rules.people:
             listed = await self.store.first_seen("person", person.name, now)
-            self.people_metrics.listed_since(person.name, listed)
+            self.programme_metrics.listed_since(person.name, listed)
 
     async def _inventory(self) -> None:
         result = await discover(AwsClients(self.config.endpoint_url), self.config, self.rules)
@@ -367,6 +372,16 @@ class Daemon:
         path = self.config.source_file
         hint = str(path) if path is not None else "CONFIG"
         return render_calendar(self.rules, after, until, stamp=now, config_hint=hint)
+
+    async def exercise_history(self, limit: int) -> list[dict[str, Any]]:
+        """``/api/exercises``: decided windows, newest first, with people and drill records."""
+        windows = await self.store.exercise_history(limit)
+        records, problems = await asyncio.to_thread(read_records, self.config.records_path)
+        for problem in problems:
+            if problem not in self._record_problems:  # once each, not on every request
+                self._record_problems.add(problem)
+                log.warning("exercise record skipped", extra={"problem": problem})
+        return history(windows, records)
 
     # -- readiness ------------------------------------------------------------------------
 

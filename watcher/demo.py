@@ -64,6 +64,7 @@ DRILL_EXERCISE = "demo-drill"
 SESSION_PATTERN = "break-glass-exercise*"
 UNEXPECTED_SESSION = "admin-hotfix"  # does not match SESSION_PATTERN
 PARTICIPANT = "demo-operator"
+PERSON_LAST_DRILL = "breakglass_person_last_drill_timestamp_seconds"
 SOURCE_IP = "127.0.0.1"
 DRILL_TIMEOUT = 20.0
 CHECK_TIMEOUT = 20.0
@@ -239,6 +240,8 @@ def _rules_document(account: str, role_arn: str, window: Window) -> dict[str, An
                 "require_mfa": True,
             },
         ],
+        # The drill's --participant sets SourceIdentity = this name: the drill is theirs.
+        "people": [{"name": PARTICIPANT, "principals": [ROLE_PRINCIPAL, USER_PRINCIPAL]}],
     }
 
 
@@ -396,6 +399,8 @@ async def demo(folder: Path, *, once: bool, port: int, out: TextIO) -> int:
                 say(f"\nDemo FAILED: {'; '.join(failed)} (see the checks above).")
             say(f"\nMetrics:    {url}/metrics")
             say(f"Events:     {url}/api/events")
+            say(f"Exercises:  {url}/api/exercises")
+            say(f"Calendar:   {url}/calendar.ics  (subscribe a team calendar to it)")
             say(f"Readiness:  {url}/readyz")
             if not once:
                 say("\nServing until Ctrl-C: point Prometheus (and Grafana) at the metrics URL.")
@@ -503,6 +508,7 @@ async def _wait_for_checks(
             _drill_check(result),
             _misuse_check(await daemon.store.recent_events(100), misuse),
             _window_check(daemon),
+            _person_check(daemon),
             await _dedup_check(daemon, setup, stand_in, settled),
         ]
         if all(c.ok for c in checks) or loop.time() >= deadline:
@@ -544,6 +550,17 @@ def _window_check(daemon: Daemon) -> Check:
         f'breakglass_exercise_windows_total{{exercise="{DRILL_EXERCISE}",result="detected"}} '
         f"= {value:g}",
     )
+
+
+def _person_check(daemon: Daemon) -> Check:
+    labels = {"person": PARTICIPANT}
+    value = daemon.registry.get_sample_value(PERSON_LAST_DRILL, labels)
+    when = (
+        "none yet"
+        if value is None
+        else f"{datetime.fromtimestamp(value, UTC):%Y-%m-%d %H:%M:%S} UTC (from its SourceIdentity)"
+    )
+    return Check(f"drill recorded for {PARTICIPANT}", value is not None, f"last drill {when}")
 
 
 class _LookupSettled:

@@ -65,6 +65,8 @@ class Totals:
     """(exercise, result) → windows decided."""
     person_last_drill: dict[str, datetime] = field(default_factory=dict)
     """person → newest drill event attributed to them (``Verdict.person``)."""
+    last_window_start: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    """(exercise, result) → start of the newest window decided with that result."""
 
 
 @dataclass(frozen=True, slots=True)

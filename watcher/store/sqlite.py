@@ -469,6 +469,13 @@ class SqliteStore:
             last_drill={p: _dt(t) for p, t in db.execute("SELECT * FROM last_drills")},
             windows=self._window_totals(),
             person_last_drill={p: _dt(t) for p, t in db.execute("SELECT * FROM person_drills")},
+            last_window_start={
+                (e, r): _dt(t)
+                for e, r, t in db.execute(
+                    "SELECT exercise, result, max(start_time) FROM windows"
+                    " GROUP BY exercise, result"
+                )
+            },
         )
 
     async def first_seen(self, kind: FirstSeenKind, name: str, now: datetime) -> datetime:

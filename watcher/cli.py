@@ -46,12 +46,26 @@ def _parser() -> argparse.ArgumentParser:
     drill.add_argument("--profile", help="AWS profile with the break-glass user's credentials")
     drill.add_argument("--watcher-url", help="base URL of the running watcher (default: listen)")
     drill.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait")
-    drill.add_argument("--records", type=Path, default=Path("records"))
+    drill.add_argument(
+        "--records", type=Path, help="where to write the record (default: the config's records)"
+    )
     drill.add_argument("--outside-window", action="store_true", help="run even with no window open")
 
     demo = sub.add_parser("demo", help="everything against an embedded AWS emulator")
     demo.add_argument("--once", action="store_true", help="check the result and exit")
     demo.add_argument("--port", type=int, default=0, help="metrics port (default: a free one)")
+
+    calendar = sub.add_parser("calendar", help="the upcoming exercise windows as iCalendar")
+    calendar_src = calendar.add_mutually_exclusive_group(required=True)
+    calendar_src.add_argument("-c", "--config", type=Path)
+    calendar_src.add_argument("--rules", type=Path)
+    calendar.add_argument("--months", type=_months, default=12, help="how far ahead (default 12)")
+    calendar.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+
+    exercises = sub.add_parser("exercises", help="decided exercise windows, people and records")
+    exercises.add_argument("-c", "--config", type=Path, required=True)
+    exercises.add_argument("--format", choices=("table", "json"), default="table")
+    exercises.add_argument("--limit", type=_limit, default=100, help="windows (default 100)")
 
     render = sub.add_parser("render", help="print deployment inputs derived from the rules")
     render.add_argument("what", choices=("eventbridge-pattern",))
@@ -59,6 +73,23 @@ def _parser() -> argparse.ArgumentParser:
     render_src.add_argument("-c", "--config", type=Path)
     render_src.add_argument("--rules", type=Path)
     return parser
+
+
+def _months(text: str) -> int:
+    from watcher.calendar import MAX_MONTHS
+
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_MONTHS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_MONTHS}")
+    return int(text)
+
+
+def _limit(text: str) -> int:
+    from watcher.http import parse_limit
+
+    try:
+        return parse_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,6 +142,34 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(eventbridge_pattern_json(load_rules(_rules_path(args))))
         return 0
+    if command == "calendar":
+        from datetime import UTC, datetime
+
+        from watcher.calendar import calendar_span, render_calendar
+        from watcher.rules import load_rules
+
+        now = datetime.now(UTC)
+        after, until = calendar_span(now, args.months)
+        hint = str(args.config) if args.config is not None else "CONFIG"
+        ics = render_calendar(
+            load_rules(_rules_path(args)), after, until, stamp=now, config_hint=hint
+        )
+        if args.output is None:
+            sys.stdout.buffer.write(ics)
+        else:
+            try:
+                args.output.write_bytes(ics)
+            except OSError as exc:
+                raise WatcherError(f"{args.output}: cannot write: {exc.strerror or exc}") from exc
+        return 0
+    if command == "exercises":
+        from watcher.config import load_config
+        from watcher.exercises import run_exercises
+
+        config = load_config(args.config)
+        return run_exercises(
+            config, fmt=args.format, limit=args.limit, out=sys.stdout, err=sys.stderr
+        )
     if command == "run":
         from watcher.daemon import run_daemon
 

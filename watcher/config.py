@@ -35,11 +35,13 @@ from watcher.validation import (
 )
 
 DEFAULT_STATE = "breakglass-watcher.db"
+DEFAULT_RECORDS = "records"
 DEFAULT_REGIONS = ("us-east-1",)
 
 _TOP = {
     "rules": Key("str", required=True),
     "state": Key("str"),
+    "records": Key("str"),
     "listen": Key("str"),
     "endpoint_url": Key("str"),
     "regions": Key("list"),
@@ -101,6 +103,7 @@ def parse_config(document: object, *, label: str, base_dir: Path) -> Config:
     config = Config(
         rules_path=_resolve(base_dir, top.text("rules") or "."),
         state_path=_resolve(base_dir, top.text("state") or DEFAULT_STATE),
+        records_path=_resolve(base_dir, top.text("records") or DEFAULT_RECORDS),
         accounts=accounts,
         listen=_listen(top, report),
         endpoint_url=http_url(top, "endpoint_url", report),
@@ -119,7 +122,7 @@ def _resolve(base: Path, value: str) -> Path:
 
 
 def _check_paths(top: Fields, report: Report) -> None:
-    for key in ("rules", "state"):
+    for key in ("rules", "state", "records"):
         if top.text(key) == "":
             report.add(top.at.key(key), "is empty; give a path")
 

@@ -15,22 +15,28 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from watcher.aws import AwsClients
+from watcher.calendar import DEFAULT_MONTHS, calendar_span, render_calendar
 from watcher.classify import Classifier
 from watcher.clock import Clock, utc_now
 from watcher.config import load_config
 from watcher.credentials import access_key_ages, check_credentials
 from watcher.errors import ConfigError, StoreError
+from watcher.exercises import history, read_records
 from watcher.http import HttpServer, Readiness
 from watcher.inventory import discover
 from watcher.lifecycle import Lifecycle
 from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
-from watcher.model import Principal, Rules, TrailEvent
+from watcher.model import Principal, Rules, TrailEvent, Verdict
+from watcher.people import attribute
+from watcher.programme_metrics import ProgrammeMetrics
 from watcher.rules import load_rules
 from watcher.settings import Config
 from watcher.sources.base import Source, SourceContext, SourceLabels
@@ -62,6 +68,7 @@ class Daemon:
         self.clock = clock
         self.registry = CollectorRegistry()
         self.metrics = WatcherMetrics(self.registry)
+        self.programme_metrics = ProgrammeMetrics(self.registry)
         self.store = store_factory(config.state_path)
         self.stop = asyncio.Event()
         self.listening = asyncio.Event()
@@ -77,6 +84,7 @@ class Daemon:
         # recovered job failing.
         self._store_failures: set[str] = set()
         self._discovered: tuple[Principal, ...] = ()
+        self._record_problems: set[str] = set()
         self.sources: list[Source] = self._build_sources()
         self._set_rules(rules)
 
@@ -94,10 +102,16 @@ class Daemon:
     async def run(self) -> int:
         await self.store.open()
         try:
-            self.metrics.restore(await self.store.totals())
+            totals = await self.store.totals()
+            self.metrics.restore(totals)
+            self.programme_metrics.restore(totals)
             self.metrics.config_reloaded(True)
             http = HttpServer(
-                self.registry, readiness=self.readiness, recent_events=self.store.recent_events
+                self.registry,
+                readiness=self.readiness,
+                recent_events=self.store.recent_events,
+                calendar=self.calendar_ics,
+                exercises=self.exercise_history,
             )
             host, port = self.config.listen
             self.port = await http.start(host, port)
@@ -156,9 +170,11 @@ class Daemon:
             principals=rules.principals + self._undeclared(rules),
             exercises=rules.exercises,
             digest=rules.digest,
+            people=rules.people,
         )
         self.classifier = Classifier(watched)
         self.metrics.init_labels(watched, self._source_labels())
+        self.programme_metrics.init(rules)
 
     def _undeclared(self, rules: Rules) -> tuple[Principal, ...]:
         declared = {p.name for p in rules.principals}
@@ -242,7 +258,9 @@ class Daemon:
     ) -> None:
         """Classify, store, then count: returns only once the batch is durably stored."""
         now = self.clock()
-        verdicts = [v for e in events if (v := self.classifier.classify(e)) is not None]
+        verdicts = [
+            self._attributed(v) for e in events if (v := self.classifier.classify(e)) is not None
+        ]
         if not verdicts and not checkpoints:
             return  # no break-glass event: nothing to store (most SQS batches)
         try:
@@ -254,6 +272,8 @@ class Daemon:
         self._store_failures.discard("sink")
         self.metrics.observe(result, source, now)
         for verdict in result.verdicts:
+            if verdict.person is not None:
+                self.programme_metrics.drilled(verdict.person, verdict.event.event_time)
             log.info(
                 "break-glass event",
                 extra={
@@ -261,11 +281,19 @@ class Daemon:
                     "classification": verdict.classification,
                     "outcome": verdict.outcome,
                     "exercise": verdict.exercise,
+                    "person": verdict.person,
                     "event_name": verdict.event.event_name,
                     "event_id": verdict.event.event_id,
                     "source": source,
                 },
             )
+
+    def _attributed(self, verdict: Verdict) -> Verdict:
+        """A drill verdict with the declared person its event shows (``people.py``)."""
+        if verdict.classification != "drill" or not self.rules.people:
+            return verdict
+        person = attribute(verdict.event, verdict.principal, self.rules.people)
+        return verdict if person is None else replace(verdict, person=person)
 
     # SourceObserver
     def success(self, source: str, account: str, region: str) -> None:
@@ -285,10 +313,15 @@ class Daemon:
     async def _lifecycle_tick(self) -> None:
         lifecycle = Lifecycle(self.store, self.metrics, self.config.detection_grace)
         now = self.clock()
-        await lifecycle.tick(self.rules, now)
+        for window, result in await lifecycle.tick(self.rules, now):
+            self.programme_metrics.window_decided(window, result)
         for principal in self.watched_principals:
             first = await self.store.first_seen("principal", principal.name, now)
             self.metrics.set_drill_due(principal, first)
+        await self.store.forget_first_seen("person", [p.name for p in self.rules.people])
+        for person in self.rules.people:
+            listed = await self.store.first_seen("person", person.name, now)
+            self.programme_metrics.listed_since(person.name, listed)
 
     async def _inventory(self) -> None:
         result = await discover(AwsClients(self.config.endpoint_url), self.config, self.rules)
@@ -316,6 +349,24 @@ class Daemon:
         removed = await self.store.prune(self.clock() - self.config.retention)
         if removed:
             log.info("pruned stored events", extra={"removed": removed})
+
+    def calendar_ics(self) -> bytes:
+        """``/calendar.ics``: the exercise windows of the next twelve months."""
+        now = self.clock()
+        after, until = calendar_span(now, DEFAULT_MONTHS)
+        path = self.config.source_file
+        hint = str(path) if path is not None else "CONFIG"
+        return render_calendar(self.rules, after, until, stamp=now, config_hint=hint)
+
+    async def exercise_history(self, limit: int) -> list[dict[str, Any]]:
+        """``/api/exercises``: decided windows, newest first, with people and drill records."""
+        windows = await self.store.exercise_history(limit)
+        records, problems = await asyncio.to_thread(read_records, self.config.records_path)
+        for problem in problems:
+            if problem not in self._record_problems:  # once each, not on every request
+                self._record_problems.add(problem)
+                log.warning("exercise record skipped", extra={"problem": problem})
+        return history(windows, records)
 
     # -- readiness ------------------------------------------------------------------------
 

@@ -82,7 +82,8 @@ class DrillOptions:
     profile: str | None = None
     watcher_url: str | None = None
     timeout: float = 1800.0
-    records_dir: Path = Path("records")
+    records_dir: Path | None = None
+    """Where the record goes; None: the config's ``records`` folder."""
     outside_window: bool = False
     poll_interval: float = 2.0
     max_poll_interval: float = 30.0
@@ -249,7 +250,7 @@ async def drill(
     )
     say("")
     say(verdict(record))
-    markdown_path, json_path = write_record(record, options.records_dir)
+    markdown_path, json_path = write_record(record, options.records_dir or plan.config.records_path)
     say(f"Exercise record: {markdown_path} (and {json_path.name})")
     return DrillResult(record, markdown_path, json_path)
 

@@ -62,6 +62,25 @@ class Exercise:
 
 
 @dataclass(frozen=True, slots=True)
+class Person:
+    """Someone expected to be able to use ``principals``, and how CloudTrail shows them.
+
+    ``source_identity`` is compared exactly (STS keeps its case); the IAM and Identity Center
+    names are lower-cased (IAM user names are case-insensitive, and Identity Center user names
+    usually are e-mail addresses). ``iam_user_account`` narrows ``iam_user`` to one account.
+    """
+
+    name: str
+    principals: tuple[str, ...]
+    source_identity: str | None = None
+    identity_center_user: str | None = None
+    identity_center_user_id: str | None = None
+    iam_user: str | None = None
+    iam_user_account: str | None = None
+    max_days_between_drills: int = 180
+
+
+@dataclass(frozen=True, slots=True)
 class Window:
     """One occurrence of an exercise: ``[start, end)`` in UTC."""
 
@@ -80,6 +99,7 @@ class Rules:
     principals: tuple[Principal, ...]
     exercises: tuple[Exercise, ...]
     digest: str = ""
+    people: tuple[Person, ...] = ()
 
     def principal(self, name: str) -> Principal | None:
         return next((p for p in self.principals if p.name == name), None)
@@ -130,3 +150,5 @@ class Verdict:
     exercise: str | None = None
     window: Window | None = None
     session_key: str | None = None
+    person: str | None = None
+    """The declared person a drill event is attributed to (``people.py``), if any."""

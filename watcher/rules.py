@@ -22,7 +22,8 @@ from cronsim import CronSim, CronSimError
 
 from watcher.durations import format_duration
 from watcher.errors import ConfigError, Problem
-from watcher.model import Exercise, IPNetwork, Principal, PrincipalKind, Rules
+from watcher.model import Exercise, IPNetwork, Person, Principal, PrincipalKind, Rules
+from watcher.people import check_people, parse_person
 from watcher.schedule import shortest_gap
 from watcher.validation import (
     At,
@@ -40,7 +41,7 @@ from watcher.validation import (
 RULE_SUFFIXES = (".yaml", ".yml")
 GAP_CHECK_HORIZON = timedelta(days=731)
 
-_TOP = {"principals": Key("list"), "exercises": Key("list")}
+_TOP = {"principals": Key("list"), "exercises": Key("list"), "people": Key("list")}
 _PRINCIPAL = {
     "name": Key("str", required=True),
     "match": Key("mapping", required=True),
@@ -169,6 +170,7 @@ def _parse(documents: Sequence[tuple[str, object]], now: datetime, *, complete: 
     principals: list[Principal] = []
     exercises: list[Exercise] = []
     references: list[_Reference] = []
+    people: list[tuple[At, Person]] = []
     for label, document in documents:
         at = At(label)
         top = check_mapping(
@@ -190,7 +192,13 @@ def _parse(documents: Sequence[tuple[str, object]], now: datetime, *, complete: 
             )
             if exercise is not None:
                 exercises.append(exercise)
+        for index, node in enumerate(top.items("people")):
+            where = at.key("people").item(index)
+            person = parse_person(node, where, report)
+            if person is not None:
+                people.append((where, person))
     if complete:
+        check_people(people, declared.principals, report)
         kinds = {p.name: p.kind for p in principals}
         for where, name, has_session_name in references:
             if name not in declared.principals:
@@ -205,7 +213,11 @@ def _parse(documents: Sequence[tuple[str, object]], now: datetime, *, complete: 
         if not declared.principals and documents:
             report.add(At(documents[0][0]), "no principals declared in any rule file")
     report.raise_if_any()
-    return Rules(principals=tuple(principals), exercises=tuple(exercises))
+    return Rules(
+        principals=tuple(principals),
+        exercises=tuple(exercises),
+        people=tuple(person for _, person in people),
+    )
 
 
 def _unique(name: str, at: At, seen: dict[str, At], what: str, report: Report) -> None:

@@ -44,3 +44,5 @@ class Config:
     detection_grace: timedelta = timedelta(minutes=30)
     retention: timedelta = timedelta(days=400)
     source_file: Path | None = None
+    records_path: Path = Path("records")
+    """Where ``drill`` writes exercise records and the exercise history reads them."""

@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 
 from watcher.daemon import Daemon
 from watcher.demo.cloudtrail import CloudTrailStandIn
-from watcher.demo.scenario import DRILL_EXERCISE, ROLE_PRINCIPAL, DemoSetup
+from watcher.demo.scenario import (
+    DRILL_EXERCISE,
+    PARTICIPANT,
+    PERSON_LAST_DRILL,
+    ROLE_PRINCIPAL,
+    DemoSetup,
+)
 from watcher.drill import DrillResult
 from watcher.drill_auth import Authentication
 from watcher.drill_detection import Expectation, find_detection
@@ -44,6 +51,7 @@ async def wait_for_checks(
             _drill_check(result),
             _misuse_check(await daemon.store.recent_events(100), misuse),
             _window_check(daemon),
+            _person_check(daemon),
             await _dedup_check(daemon, setup, stand_in, settled),
         ]
         if all(c.ok for c in checks) or loop.time() >= deadline:
@@ -85,6 +93,16 @@ def _window_check(daemon: Daemon) -> Check:
         f'breakglass_exercise_windows_total{{exercise="{DRILL_EXERCISE}",result="detected"}} '
         f"= {value:g}",
     )
+
+
+def _person_check(daemon: Daemon) -> Check:
+    value = daemon.registry.get_sample_value(PERSON_LAST_DRILL, {"person": PARTICIPANT})
+    when = (
+        "none yet"
+        if value is None
+        else f"{datetime.fromtimestamp(value, UTC):%Y-%m-%d %H:%M:%S} UTC (from its SourceIdentity)"
+    )
+    return Check(f"drill recorded for {PARTICIPANT}", value is not None, f"last drill {when}")
 
 
 class _LookupSettled:

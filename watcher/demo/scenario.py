@@ -33,6 +33,7 @@ DRILL_EXERCISE = "demo-drill"
 SESSION_PATTERN = "break-glass-exercise*"
 UNEXPECTED_SESSION = "admin-hotfix"  # does not match SESSION_PATTERN
 PARTICIPANT = "demo-operator"
+PERSON_LAST_DRILL = "breakglass_person_last_drill_timestamp_seconds"
 SOURCE_IP = "127.0.0.1"
 
 EMULATOR_ENV = {
@@ -199,6 +200,8 @@ def _rules_document(account: str, role_arn: str, window: Window) -> dict[str, An
                 "require_mfa": True,
             },
         ],
+        # The drill's --participant sets SourceIdentity = this name: the drill is theirs.
+        "people": [{"name": PARTICIPANT, "principals": [ROLE_PRINCIPAL, USER_PRINCIPAL]}],
     }
 
 

@@ -67,6 +67,8 @@ async def demo(folder: Path, *, once: bool, port: int, out: TextIO) -> int:
                 say(f"\nDemo FAILED: {'; '.join(failed)} (see the checks above).")
             say(f"\nMetrics:    {url}/metrics")
             say(f"Events:     {url}/api/events")
+            say(f"Exercises:  {url}/api/exercises")
+            say(f"Calendar:   {url}/calendar.ics  (subscribe a team calendar to it)")
             say(f"Readiness:  {url}/readyz")
             if not once:
                 say("\nServing until Ctrl-C: point Prometheus (and Grafana) at the metrics URL.")

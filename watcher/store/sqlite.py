@@ -23,7 +23,13 @@ from typing import Any, TypeVar
 from watcher.clock import iso_z
 from watcher.errors import StoreError
 from watcher.model import Classification, Verdict
-from watcher.store.base import EVENT_FIELDS, CommitResult, FirstSeenKind, Totals
+from watcher.store.base import (
+    EVENT_FIELDS,
+    CommitResult,
+    FirstSeenKind,
+    Totals,
+    WindowHistory,
+)
 
 T = TypeVar("T")
 
@@ -105,6 +111,30 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # People and exercise history: newest drill per person, and per window the drill events
+    # of each person seen ('' for those no declared person was seen in). Neither is pruned.
+    # Drills stored before this step fill window_drills as unattributed.
+    """
+    CREATE TABLE person_drills (
+        person TEXT PRIMARY KEY,
+        event_time REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE window_drills (
+        exercise TEXT NOT NULL,
+        start_time REAL NOT NULL,
+        person TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        first_time REAL NOT NULL,
+        last_time REAL NOT NULL,
+        PRIMARY KEY (exercise, start_time, person)
+    ) WITHOUT ROWID;
+    INSERT INTO window_drills
+        SELECT w.exercise, w.start_time, '', count(*), min(e.event_time), max(e.event_time)
+        FROM windows w JOIN events e
+            ON e.classification = 'drill' AND e.exercise = w.exercise
+            AND e.event_time >= w.start_time AND e.event_time < w.end_time
+        GROUP BY w.exercise, w.start_time;
+    """,
 )
 
 _INSERT_EVENT = f"""
@@ -130,6 +160,16 @@ _MAX_LAST_EVENT = """
 _MAX_LAST_DRILL = """
     INSERT INTO last_drills VALUES (?, ?)
     ON CONFLICT DO UPDATE SET event_time = max(event_time, excluded.event_time)
+"""
+_MAX_PERSON_DRILL = """
+    INSERT INTO person_drills VALUES (?, ?)
+    ON CONFLICT DO UPDATE SET event_time = max(event_time, excluded.event_time)
+"""
+_ADD_WINDOW_DRILLS = """
+    INSERT INTO window_drills VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT DO UPDATE SET events = events + excluded.events,
+        first_time = min(first_time, excluded.first_time),
+        last_time = max(last_time, excluded.last_time)
 """
 _SET_CHECKPOINT = """
     INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT DO UPDATE SET value = excluded.value
@@ -326,16 +366,26 @@ class SqliteStore:
         counts = Counter((v.principal, v.classification, v.outcome) for v in verdicts)
         last_event: dict[tuple[str, str], float] = {}
         last_drill: dict[str, float] = {}
+        person_drill: dict[str, float] = {}
+        window_drills: dict[tuple[str, float, str], tuple[int, float, float]] = {}
         for v in verdicts:
             t = _ts(v.event.event_time)
             key = (v.principal, v.classification)
             last_event[key] = max(t, last_event.get(key, t))
             if v.classification == "drill":
                 last_drill[v.principal] = max(t, last_drill.get(v.principal, t))
+                if v.person is not None:
+                    person_drill[v.person] = max(t, person_drill.get(v.person, t))
+                if v.window is not None:
+                    where = (v.window.exercise, _ts(v.window.start), v.person or "")
+                    n, first, last = window_drills.get(where, (0, t, t))
+                    window_drills[where] = (n + 1, min(first, t), max(last, t))
         db = self._db
         db.executemany(_ADD_EVENT_COUNT, [(*k, n) for k, n in counts.items()])
         db.executemany(_MAX_LAST_EVENT, [(*k, t) for k, t in last_event.items()])
         db.executemany(_MAX_LAST_DRILL, last_drill.items())
+        db.executemany(_MAX_PERSON_DRILL, person_drill.items())
+        db.executemany(_ADD_WINDOW_DRILLS, [(*k, *v) for k, v in window_drills.items()])
 
     def _touch_sessions(
         self, verdicts: list[Verdict], stored_at: float
@@ -415,6 +465,14 @@ class SqliteStore:
             last_event={(p, c): _dt(t) for p, c, t in db.execute("SELECT * FROM last_events")},
             last_drill={p: _dt(t) for p, t in db.execute("SELECT * FROM last_drills")},
             windows=self._window_totals(),
+            person_last_drill={p: _dt(t) for p, t in db.execute("SELECT * FROM person_drills")},
+            last_window_start={
+                (e, r): _dt(t)
+                for e, r, t in db.execute(
+                    "SELECT exercise, result, max(start_time) FROM windows"
+                    " GROUP BY exercise, result"
+                )
+            },
         )
 
     async def first_seen(self, kind: FirstSeenKind, name: str, now: datetime) -> datetime:
@@ -478,6 +536,37 @@ class SqliteStore:
         sql = "SELECT max(end_time) FROM windows WHERE exercise = ?"
         end: float | None = self._db.execute(sql, (exercise,)).fetchone()[0]
         return None if end is None else _dt(end)
+
+    async def exercise_history(self, limit: int) -> list[WindowHistory]:
+        return await self._call("exercise_history", partial(self._exercise_history, limit))
+
+    def _exercise_history(self, limit: int) -> list[WindowHistory]:
+        db = self._db
+        sql = (
+            "SELECT exercise, start_time, end_time, result, decided_at FROM windows"
+            " ORDER BY start_time DESC, exercise LIMIT ?"
+        )
+        history = []
+        for exercise, start, end, result, decided_at in db.execute(sql, (limit,)).fetchall():
+            rows = db.execute(
+                "SELECT person, events, first_time, last_time FROM window_drills"
+                " WHERE exercise = ? AND start_time = ? ORDER BY first_time, person",
+                (exercise, start),
+            ).fetchall()
+            history.append(
+                WindowHistory(
+                    exercise=exercise,
+                    start=_dt(start),
+                    end=_dt(end),
+                    result=result,
+                    decided_at=_dt(decided_at),
+                    drill_events=sum(n for _, n, _, _ in rows),
+                    people={person: n for person, n, _, _ in rows if person},
+                    first_drill=_dt(min(f for _, _, f, _ in rows)) if rows else None,
+                    last_drill=_dt(max(t for _, _, _, t in rows)) if rows else None,
+                )
+            )
+        return history
 
     async def drill_events_in(self, exercise: str, start: datetime, end: datetime) -> int:
         job = partial(self._drill_events_in, exercise, _ts(start), _ts(end))

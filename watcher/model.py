@@ -130,3 +130,7 @@ class Verdict:
     exercise: str | None = None
     window: Window | None = None
     session_key: str | None = None
+    # Among records sharing a dedup key (the two account copies of one cross-account assume
+    # call), the one with the highest rank decides: 2 carries the caller's identity, 1 is the
+    # copy AWS writes in the role's account (``AWSAccount``/``AWSService`` caller).
+    copy_rank: int = 2

@@ -280,7 +280,7 @@ class LookupPoller:
                 if isinstance(item, Malformed):
                     if self._first_sighting(raw):
                         self._observer.malformed(self.source, item.where, item.reason)
-                else:
+                elif isinstance(item, TrailEvent):  # not a Skipped (Insights) item
                     events.append(item)
             token = page.get("NextToken")
             if not token:

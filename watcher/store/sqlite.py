@@ -5,6 +5,12 @@ blocks on disk and the connection is never shared between threads. Times are sto
 seconds (REAL). Events are pruned by when they were *stored*, not by their event time: the dedup
 guarantee ("a key stays seen for the retention after we first stored it") is what pruning must
 keep, also for old events replayed from files.
+
+The two account copies of a cross-account assume call share one dedup key; the copy carrying
+the caller's identity decides (``Verdict.copy_rank``). When the deciding copy arrives after a
+weaker one was stored, its verdict replaces the stored event (so ``/api/events``, window
+decisions and the stored record converge to what ``replay`` says) and is counted like a new
+event; the weaker verdict's counts stay, because counters never decrease.
 """
 
 from __future__ import annotations
@@ -104,11 +110,15 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # Which copy of a dedup key is stored (Verdict.copy_rank); rows before it: the caller's.
+    """
+    ALTER TABLE events ADD COLUMN copy_rank INTEGER NOT NULL DEFAULT 2;
+    """,
 )
 
 _INSERT_EVENT = f"""
-    INSERT OR IGNORE INTO events ({", ".join(EVENT_FIELDS)})
-    VALUES ({", ".join("?" for _ in EVENT_FIELDS)})
+    INSERT OR REPLACE INTO events ({", ".join(EVENT_FIELDS)}, copy_rank)
+    VALUES ({", ".join("?" for _ in EVENT_FIELDS)}, ?)
 """
 _ADD_EVENT_COUNT = """
     INSERT INTO event_counts VALUES (?, ?, ?, ?)
@@ -155,7 +165,8 @@ def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
 
 
 def _event_row(verdict: Verdict, source: str, stored_at: float) -> tuple[Any, ...]:
-    """The stored fields, in :data:`EVENT_FIELDS` order: nothing of the raw record."""
+    """The stored fields, in :data:`EVENT_FIELDS` order, then the copy rank: nothing of the
+    raw record."""
     e = verdict.event
     return (
         e.event_id,
@@ -172,6 +183,7 @@ def _event_row(verdict: Verdict, source: str, stored_at: float) -> tuple[Any, ..
         e.region,
         source,
         stored_at,
+        verdict.copy_rank,
     )
 
 
@@ -296,10 +308,18 @@ class SqliteStore:
     ) -> CommitResult:
         batch: dict[str, tuple[Verdict, str]] = {}
         for verdict, source in items:
-            batch.setdefault(verdict.event.dedup_key, (verdict, source))
+            key = verdict.event.dedup_key
+            kept = batch.get(key)
+            if kept is None or verdict.copy_rank > kept[0].copy_rank:
+                batch[key] = (verdict, source)
         with self._transaction() as db:
-            stored = self._seen(list(batch))
-            new = [item for key, item in batch.items() if key not in stored]
+            stored = self._stored_ranks(list(batch))
+            # New keys, and deciding copies of keys whose stored copy ranks lower.
+            new = [
+                item
+                for key, item in batch.items()
+                if key not in stored or item[0].copy_rank > stored[key]
+            ]
             db.executemany(_INSERT_EVENT, [_event_row(v, s, stored_at) for v, s in new])
             verdicts = [v for v, _ in new]
             self._add_aggregates(verdicts)
@@ -343,6 +363,14 @@ class SqliteStore:
         new_counts = Counter((p, c) for (p, _), c in new)
         db.executemany(_ADD_SESSION_COUNT, [(*k, n) for k, n in new_counts.items()])
         return [(p, c) for (p, _), c in new]
+
+    def _stored_ranks(self, keys: list[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT dedup_key, copy_rank FROM events WHERE dedup_key IN ({marks})"
+            found.update(self._db.execute(sql, chunk))
+        return found
 
     async def seen(self, keys: Sequence[str]) -> set[str]:
         return await self._call("seen", partial(self._seen, list(keys)))

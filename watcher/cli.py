@@ -68,7 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=0, help="metrics port (default: a free one)")
 
     render = sub.add_parser("render", help="print deployment inputs derived from the rules")
-    render.add_argument("what", choices=("eventbridge-pattern",))
+    render.add_argument(
+        "what",
+        choices=("eventbridge-pattern", "eventbridge-patterns"),
+        help="eventbridge-pattern: the one pattern (an error when the principals need more); "
+        "eventbridge-patterns: as many as needed, one compact JSON pattern per line",
+    )
     render_src = render.add_mutually_exclusive_group(required=True)
     render_src.add_argument("-c", "--config", type=Path)
     render_src.add_argument("--rules", type=Path)
@@ -115,10 +120,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "replay":
         return _replay(args)
     if command == "render":
-        from watcher.render import eventbridge_pattern_json
+        from watcher.render import eventbridge_pattern_json, eventbridge_patterns_lines
         from watcher.rules import load_rules
 
-        print(eventbridge_pattern_json(load_rules(_rules_path(args))))
+        rules = load_rules(_rules_path(args))
+        if args.what == "eventbridge-patterns":
+            print(eventbridge_patterns_lines(rules))
+        else:
+            print(eventbridge_pattern_json(rules))
         return 0
     if command == "run":
         from watcher.daemon import run_daemon

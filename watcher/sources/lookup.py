@@ -13,6 +13,18 @@ account and region, so each poll asks only about the watched principals:
   the first poll reads the assume calls of the last 12 hours to find the keys again.
 - ``EventName=ConsoleLogin``, kept only when it identifies a principal: root sign-ins, and
   failed sign-ins whatever ``Username`` LookupEvents gives them.
+- Sweeps by ``EventName``, kept only when they identify a principal, for what no attribute
+  finds: ``SwitchRole`` (a console switch into a watched role of this account: its ``Username``
+  is the switching user's name, unknown beforehand, and it names no resource); ``AssumeRole``
+  (a *denied* call has ``requestParameters: null`` and no resources: the role is only in
+  ``errorMessage``; recorded in the caller's account, so every account sweeps when any role is
+  watched); ``AssumeRoleWithSAML`` and ``AssumeRoleWithWebIdentity`` (their denied calls, in
+  the role's account); ``AssumeRoot`` (when a root is watched).
+- ``Username`` = the session name of each console session of a watched role (from its
+  ``SwitchRole``): the console session signs with keys no assume response lists, and
+  LookupEvents gives an assumed role's events the session name as ``Username``. Looked up for
+  12 hours, kept only when they identify a principal. Keys issued by ``GetFederationToken`` of a
+  watched user and by ``AssumeRoot`` are followed like role session keys.
 - ``Username=root`` when the account's root is watched: the AWS API reference's own example of
   a lookup (``NextToken``: "an AttributeKey of 'Username' with a value of 'root'") shows that
   root's events carry the user name "root".
@@ -40,7 +52,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from watcher.aws import AwsClients
-from watcher.events import ASSUME_EVENTS, Malformed, iter_document
+from watcher.events import ASSUME_EVENTS, ASSUME_ROOT, Malformed, iter_document
 from watcher.identify import PrincipalIndex, identify, match
 from watcher.model import Principal, TrailEvent
 from watcher.settings import Account, LookupSource
@@ -50,6 +62,7 @@ from watcher.sources.retry import Backoff, TokenBucket, classify_error, sleep_or
 log = logging.getLogger(__name__)
 
 SESSION_MAX = timedelta(hours=12)
+FEDERATION = "GetFederationToken"
 PAGE_SIZE = 50
 
 Attribute = tuple[str, str]
@@ -88,6 +101,47 @@ def issued_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
+SWEPT_ASSUMES = ("AssumeRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity")
+
+
+def sweeps(principals: Sequence[Principal], account: str) -> list[Attribute]:
+    """The ``EventName`` lookups of ``account``, kept only for events that identify."""
+    roles_here = any(p.kind == "role" and p.account == account for p in principals)
+    any_role = any(p.kind == "role" for p in principals)
+    names = ["ConsoleLogin"]
+    if roles_here:
+        names += ["SwitchRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity"]
+    if any_role:
+        names.append("AssumeRole")  # denied calls are recorded in the caller's account
+    if any(p.kind == "root" for p in principals):
+        names.append(ASSUME_ROOT)
+    return [("EventName", name) for name in sorted(names)]
+
+
+def opened_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
+    """The temporary key a watched principal's session was opened with: an assume call into a
+    watched role, ``AssumeRoot`` of a watched root, ``GetFederationToken`` of a watched user."""
+    if event.error_code or event.event_name not in (*ASSUME_EVENTS, ASSUME_ROOT, FEDERATION):
+        return None
+    found = match(event, index)
+    # An assume call opens a session of the role (or root) it asks for; GetFederationToken one
+    # of the acting user.
+    if found is None or found.requested is not (event.event_name != FEDERATION):
+        return None
+    response = event.raw.get("responseElements")
+    credentials = response.get("credentials") if isinstance(response, dict) else None
+    key = credentials.get("accessKeyId") if isinstance(credentials, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
+def console_session(event: TrailEvent, index: PrincipalIndex) -> str | None:
+    """The session name of a console session a ``SwitchRole`` into a watched role opened."""
+    if event.event_name != "SwitchRole" or event.error_code or event.session_name is None:
+        return None
+    found = match(event, index)
+    return event.session_name if found is not None and found.principal.kind == "role" else None
+
+
 class LookupPoller:
     """Polls LookupEvents of one account and region for the watched principals' events."""
 
@@ -123,6 +177,7 @@ class LookupPoller:
         self._bucket = bucket or TokenBucket(settings.rate_per_second)
         self.checkpoint_key = f"lookup:{account.id}:{region}"
         self._keys: dict[str, datetime] = {}  # temporary key -> latest time it may be used
+        self._consoles: dict[str, datetime] = {}  # console session name -> the same
         self._keys_recovered = False  # assume calls of the last SESSION_MAX read once
         # Malformed items already counted (digest -> event time): each poll re-reads the
         # overlap, and an item is counted (and logged) once, not at every re-read.
@@ -190,7 +245,8 @@ class LookupPoller:
     def _lookups(
         self, principals: Sequence[Principal]
     ) -> tuple[list[Attribute], list[Attribute], list[Attribute]]:
-        """(user and root lookups, role lookups, sign-in sweep) for this account."""
+        """(user and root lookups, role lookups, sweeps kept when they identify) for this
+        account."""
         here = self.account.id
         users = [
             ("Username", name)
@@ -204,7 +260,7 @@ class LookupPoller:
         roles = [
             ("ResourceName", arn) for p in principals if p.kind == "role" for arn in _role_arns(p)
         ]
-        return sorted(set(users)), sorted(set(roles)), [("EventName", "ConsoleLogin")]
+        return sorted(set(users)), sorted(set(roles)), sweeps(principals, here)
 
     async def _read_all(
         self,
@@ -231,14 +287,31 @@ class LookupPoller:
                     until = event.event_time + SESSION_MAX
                     self._keys[key] = max(until, self._keys.get(key, until))
         self._keys_recovered = True
-        self._keys = {k: until for k, until in self._keys.items() if until >= start}
-        for key in sorted(self._keys):
-            for event in await self._lookup(cloudtrail, ("AccessKeyId", key), start, end, stop):
-                found.setdefault(event.event_id, event)
         for attribute in sweep:
             for event in await self._lookup(cloudtrail, attribute, start, end, stop):
                 if identify(event, index) is not None:
                     found.setdefault(event.event_id, event)
+        for event in list(found.values()):
+            self._follow(event, index)
+        self._keys = {k: until for k, until in self._keys.items() if until >= start}
+        for key in sorted(self._keys):
+            for event in await self._lookup(cloudtrail, ("AccessKeyId", key), start, end, stop):
+                found.setdefault(event.event_id, event)
+        self._consoles = {n: until for n, until in self._consoles.items() if until >= start}
+        for name in sorted(self._consoles):
+            for event in await self._lookup(cloudtrail, ("Username", name), start, end, stop):
+                if identify(event, index) is not None:
+                    found.setdefault(event.event_id, event)
+
+    def _follow(self, event: TrailEvent, index: PrincipalIndex) -> None:
+        """Remember the session ``event`` opens: its issued key, or its console session name."""
+        until = event.event_time + SESSION_MAX
+        key = opened_key(event, index)
+        if key is not None:
+            self._keys[key] = max(until, self._keys.get(key, until))
+        name = console_session(event, index)
+        if name is not None:
+            self._consoles[name] = max(until, self._consoles.get(name, until))
 
     async def _lookup(
         self,

@@ -30,7 +30,7 @@ from watcher.metrics import WatcherMetrics
 from watcher.model import Principal, Rules, TrailEvent
 from watcher.rules import load_rules
 from watcher.settings import Config
-from watcher.sources.lookup import LookupPoller
+from watcher.sources.lookup import LookupPoller, Sessions
 from watcher.sources.sqs import SqsSource
 from watcher.store.sqlite import SqliteStore
 
@@ -217,6 +217,7 @@ class Daemon:
             sources.append(SqsSource(clients, config.eventbridge, self.sink, self))
         if config.lookup is not None:
             for account in config.accounts:
+                sessions = Sessions()  # followed sessions, shared by the account's regions
                 for region in account.regions:
                     sources.append(
                         LookupPoller(
@@ -229,6 +230,7 @@ class Daemon:
                             observer=self,
                             checkpoints=self.store,
                             clock=self.clock,
+                            sessions=sessions,
                         )
                     )
         return sources

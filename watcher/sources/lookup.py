@@ -25,6 +25,10 @@ account and region, so each poll asks only about the watched principals:
   LookupEvents gives an assumed role's events the session name as ``Username``. Looked up for
   12 hours, kept only when they identify a principal. Keys issued by ``GetFederationToken`` of a
   watched user and by ``AssumeRoot`` are followed like role session keys.
+- The followed sessions (keys, console session names) are shared by the pollers of all regions
+  of an account (``Sessions``): the global STS endpoint and console sign-in log in us-east-1,
+  while the session's calls are logged in each region they went to. A poller reads a session
+  it has not read before from the session's start, later ones from its window start.
 - ``Username=root`` when the account's root is watched: the AWS API reference's own example of
   a lookup (``NextToken``: "an AttributeKey of 'Username' with a value of 'root'") shows that
   root's events carry the user name "root".
@@ -48,6 +52,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -88,22 +93,6 @@ def _role_arns(principal: Principal) -> list[str]:
     return [f"arn:aws:iam::{principal.account}:role/{name}" for name in principal.iam_names]
 
 
-def issued_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
-    """The temporary access key an assume call into a watched role issued, if any."""
-    if event.event_name not in ASSUME_EVENTS or event.error_code:
-        return None
-    found = match(event, index)
-    if found is None or not found.requested or found.principal.kind != "role":
-        return None
-    response = event.raw.get("responseElements")
-    credentials = response.get("credentials") if isinstance(response, dict) else None
-    key = credentials.get("accessKeyId") if isinstance(credentials, dict) else None
-    return key if isinstance(key, str) and key else None
-
-
-SWEPT_ASSUMES = ("AssumeRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity")
-
-
 def sweeps(principals: Sequence[Principal], account: str) -> list[Attribute]:
     """The ``EventName`` lookups of ``account``, kept only for events that identify."""
     roles_here = any(p.kind == "role" and p.account == account for p in principals)
@@ -142,6 +131,26 @@ def console_session(event: TrailEvent, index: PrincipalIndex) -> str | None:
     return event.session_name if found is not None and found.principal.kind == "role" else None
 
 
+@dataclass
+class Sessions:
+    """Sessions of watched principals being followed, shared by one account's pollers:
+    temporary key or console session name -> (opened, latest time it may be used)."""
+
+    keys: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    consoles: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+
+    @staticmethod
+    def add(table: dict[str, tuple[datetime, datetime]], name: str, opened: datetime) -> None:
+        until = opened + SESSION_MAX
+        before = table.get(name)
+        table[name] = (min(opened, before[0]), max(until, before[1])) if before else (opened, until)
+
+    def forget_before(self, start: datetime) -> None:
+        for table in (self.keys, self.consoles):
+            for name in [n for n, (_, until) in table.items() if until < start]:
+                del table[name]
+
+
 class LookupPoller:
     """Polls LookupEvents of one account and region for the watched principals' events."""
 
@@ -162,6 +171,7 @@ class LookupPoller:
         backoff: Backoff | None = None,
         throttle_backoff: Backoff | None = None,
         bucket: TokenBucket | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         self._clients = clients
         self.account = account
@@ -176,8 +186,8 @@ class LookupPoller:
         self._throttle_backoff = throttle_backoff or Backoff(base=0.5, cap=20)
         self._bucket = bucket or TokenBucket(settings.rate_per_second)
         self.checkpoint_key = f"lookup:{account.id}:{region}"
-        self._keys: dict[str, datetime] = {}  # temporary key -> latest time it may be used
-        self._consoles: dict[str, datetime] = {}  # console session name -> the same
+        self._sessions = sessions or Sessions()
+        self._read: set[tuple[str, str]] = set()  # sessions this poller has read from their start
         self._keys_recovered = False  # assume calls of the last SESSION_MAX read once
         # Malformed items already counted (digest -> event time): each poll re-reads the
         # overlap, and an item is counted (and logged) once, not at every re-read.
@@ -282,10 +292,6 @@ class LookupPoller:
         for attribute in roles:
             for event in await self._lookup(cloudtrail, attribute, keys_from, end, stop):
                 found.setdefault(event.event_id, event)
-                key = issued_key(event, index)
-                if key is not None:
-                    until = event.event_time + SESSION_MAX
-                    self._keys[key] = max(until, self._keys.get(key, until))
         self._keys_recovered = True
         for attribute in sweep:
             for event in await self._lookup(cloudtrail, attribute, start, end, stop):
@@ -293,25 +299,28 @@ class LookupPoller:
                     found.setdefault(event.event_id, event)
         for event in list(found.values()):
             self._follow(event, index)
-        self._keys = {k: until for k, until in self._keys.items() if until >= start}
-        for key in sorted(self._keys):
-            for event in await self._lookup(cloudtrail, ("AccessKeyId", key), start, end, stop):
-                found.setdefault(event.event_id, event)
-        self._consoles = {n: until for n, until in self._consoles.items() if until >= start}
-        for name in sorted(self._consoles):
-            for event in await self._lookup(cloudtrail, ("Username", name), start, end, stop):
-                if identify(event, index) is not None:
+        sessions = self._sessions
+        sessions.forget_before(start)
+        followed = [("AccessKeyId", k, o) for k, (o, _) in sessions.keys.items()] + [
+            ("Username", n, o) for n, (o, _) in sessions.consoles.items()
+        ]
+        for kind, name, opened in sorted(followed):
+            # A session new to this poller (perhaps opened in another region) from its start.
+            since = start if (kind, name) in self._read else max(opened, end - SESSION_MAX)
+            for event in await self._lookup(cloudtrail, (kind, name), min(since, start), end, stop):
+                if kind == "AccessKeyId" or identify(event, index) is not None:
                     found.setdefault(event.event_id, event)
+            self._read.add((kind, name))
+        self._read &= {(kind, name) for kind, name, _ in followed}
 
     def _follow(self, event: TrailEvent, index: PrincipalIndex) -> None:
         """Remember the session ``event`` opens: its issued key, or its console session name."""
-        until = event.event_time + SESSION_MAX
         key = opened_key(event, index)
         if key is not None:
-            self._keys[key] = max(until, self._keys.get(key, until))
+            self._sessions.add(self._sessions.keys, key, event.event_time)
         name = console_session(event, index)
         if name is not None:
-            self._consoles[name] = max(until, self._consoles.get(name, until))
+            self._sessions.add(self._sessions.consoles, name, event.event_time)
 
     async def _lookup(
         self,

@@ -429,6 +429,17 @@ async def test_the_deciding_copy_converges_the_stored_event_whatever_arrives_fir
         await again.close()
 
 
+async def test_a_deciding_copy_that_decides_the_same_is_not_counted_again(
+    store: SqliteStore,
+) -> None:
+    await store.commit([(copy("role-copy", 1, "drill", "bg-role"), "sqs")], now=NOW)
+    again = await store.commit([(copy("caller-copy", 2, "drill", "bg-role"), "sqs")], now=NOW)
+    assert again.verdicts == []
+    assert (await store.totals()).events == {("bg-role", "drill", "success"): 1}
+    [event] = await store.recent_events(10)
+    assert event["event_id"] == "caller-copy"  # the stored record is the deciding copy
+
+
 async def test_within_one_batch_the_deciding_copy_is_stored(store: SqliteStore) -> None:
     result = await store.commit(
         [(copy("role-copy", 1, "drill", "bg-role"), "sqs"), (copy("c", 2, "drill", "bg-u"), "sqs")],

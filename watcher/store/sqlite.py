@@ -9,8 +9,8 @@ keep, also for old events replayed from files.
 The two account copies of a cross-account assume call share one dedup key; the copy carrying
 the caller's identity decides (``Verdict.copy_rank``). When the deciding copy arrives after a
 weaker one was stored, its verdict replaces the stored event (so ``/api/events``, window
-decisions and the stored record converge to what ``replay`` says) and is counted like a new
-event; the weaker verdict's counts stay, because counters never decrease.
+decisions and the stored record converge to what ``replay`` says); when it decides otherwise
+it is counted like a new event, and the weaker verdict's counts stay: counters never decrease.
 """
 
 from __future__ import annotations
@@ -164,6 +164,11 @@ def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
         yield values[i : i + _CHUNK]
 
 
+def _decided(verdict: Verdict) -> tuple[Any, ...]:
+    """What a verdict decided, as stored: a copy that decides the same adds no count."""
+    return (verdict.principal, verdict.classification, verdict.outcome, verdict.exercise)
+
+
 def _event_row(verdict: Verdict, source: str, stored_at: float) -> tuple[Any, ...]:
     """The stored fields, in :data:`EVENT_FIELDS` order, then the copy rank: nothing of the
     raw record."""
@@ -313,14 +318,19 @@ class SqliteStore:
             if kept is None or verdict.copy_rank > kept[0].copy_rank:
                 batch[key] = (verdict, source)
         with self._transaction() as db:
-            stored = self._stored_ranks(list(batch))
-            # New keys, and deciding copies of keys whose stored copy ranks lower.
-            new = [
+            stored = self._stored_copies(list(batch))
+            fresh = [item for key, item in batch.items() if key not in stored]
+            # Deciding copies of keys whose stored copy ranks lower replace it; they are
+            # counted only when they decide otherwise (the same verdict is the same event).
+            upgrades = [
                 item
                 for key, item in batch.items()
-                if key not in stored or item[0].copy_rank > stored[key]
+                if key in stored and item[0].copy_rank > stored[key][0]
             ]
-            db.executemany(_INSERT_EVENT, [_event_row(v, s, stored_at) for v, s in new])
+            changed = [(v, s) for v, s in upgrades if _decided(v) != stored[v.event.dedup_key][1:]]
+            rows = [_event_row(v, s, stored_at) for v, s in fresh + upgrades]
+            db.executemany(_INSERT_EVENT, rows)
+            new = fresh + changed
             verdicts = [v for v, _ in new]
             self._add_aggregates(verdicts)
             new_sessions = self._touch_sessions(verdicts, stored_at)
@@ -364,12 +374,16 @@ class SqliteStore:
         db.executemany(_ADD_SESSION_COUNT, [(*k, n) for k, n in new_counts.items()])
         return [(p, c) for (p, _), c in new]
 
-    def _stored_ranks(self, keys: list[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def _stored_copies(self, keys: list[str]) -> dict[str, tuple[Any, ...]]:
+        """dedup key -> (copy rank, *``_decided`` fields) of the stored events among ``keys``."""
+        found: dict[str, tuple[Any, ...]] = {}
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT dedup_key, copy_rank FROM events WHERE dedup_key IN ({marks})"
-            found.update(self._db.execute(sql, chunk))
+            sql = (
+                "SELECT dedup_key, copy_rank, principal, classification, outcome, exercise"
+                f" FROM events WHERE dedup_key IN ({marks})"
+            )
+            found.update((row[0], row[1:]) for row in self._db.execute(sql, chunk))
         return found
 
     async def seen(self, keys: Sequence[str]) -> set[str]:

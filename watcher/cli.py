@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from watcher.errors import WatcherError
+
+DEFAULT_RULES = Path("rules")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,9 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--rules", type=Path)
 
     replay = sub.add_parser("replay", help="classify CloudTrail files offline")
-    replay.add_argument("--rules", type=Path, default=Path("rules"))
+    replay.add_argument(
+        "--rules",
+        type=Path,
+        help=f"rule file or folder (default: ./{DEFAULT_RULES}, if it exists)",
+    )
     replay.add_argument("--summary", action="store_true", help="a table per principal instead")
-    replay.add_argument("files", type=Path, nargs="+")
+    replay.add_argument(
+        "files",
+        type=Path,
+        nargs="+",
+        metavar="FILE_OR_FOLDER",
+        help="log files (.json, .json.gz, JSON lines); folders are searched recursively for "
+        ".json and .json.gz files",
+    )
 
     audit = sub.add_parser("audit", help="inventory and credential health, once")
     audit.add_argument("-c", "--config", type=Path, required=True)
@@ -68,7 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     exercises.add_argument("--limit", type=_limit, default=100, help="windows (default 100)")
 
     render = sub.add_parser("render", help="print deployment inputs derived from the rules")
-    render.add_argument("what", choices=("eventbridge-pattern",))
+    render.add_argument(
+        "what",
+        choices=("eventbridge-pattern", "eventbridge-patterns"),
+        help="eventbridge-pattern: the one pattern (an error when the principals need more); "
+        "eventbridge-patterns: as many as needed, one compact JSON pattern per line",
+    )
     render_src = render.add_mutually_exclusive_group(required=True)
     render_src.add_argument("-c", "--config", type=Path)
     render_src.add_argument("--rules", type=Path)
@@ -132,15 +151,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"ok: {len(rules.principals)} principals, {len(rules.exercises)} exercises")
         return 0
     if command == "replay":
-        from watcher.replay import run_replay
-        from watcher.rules import load_rules
-
-        return run_replay(load_rules(args.rules), args.files, summary=args.summary, out=sys.stdout)
+        return _replay(args)
     if command == "render":
-        from watcher.render import eventbridge_pattern_json
+        from watcher.render import eventbridge_pattern_json, eventbridge_patterns_lines
         from watcher.rules import load_rules
 
-        print(eventbridge_pattern_json(load_rules(_rules_path(args))))
+        rules = load_rules(_rules_path(args))
+        if args.what == "eventbridge-patterns":
+            print(eventbridge_patterns_lines(rules))
+        else:
+            print(eventbridge_pattern_json(rules))
         return 0
     if command == "calendar":
         from datetime import UTC, datetime
@@ -206,6 +226,31 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_demo(once=args.once, port=args.port, out=sys.stdout)
     raise AssertionError(command)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from watcher.replay import run_replay
+    from watcher.rules import load_rules
+
+    rules_path: Path | None = args.rules
+    if rules_path is None:
+        if not DEFAULT_RULES.exists():
+            raise WatcherError(
+                f"no --rules given and ./{DEFAULT_RULES} does not exist: "
+                "pass --rules PATH (a rule file or folder)"
+            )
+        rules_path = DEFAULT_RULES
+    rules = load_rules(rules_path)
+    try:
+        code = run_replay(rules, args.files, summary=args.summary, out=sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`replay ... | head`): stop quietly, as `head`'s writers do.
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer cut off by its reader
+    return code
 
 
 if __name__ == "__main__":

@@ -152,3 +152,7 @@ class Verdict:
     session_key: str | None = None
     person: str | None = None
     """The declared person a drill event is attributed to (``people.py``), if any."""
+    # Among records sharing a dedup key (the two account copies of one cross-account assume
+    # call), the one with the highest rank decides: 2 carries the caller's identity, 1 is the
+    # copy AWS writes in the role's account (``AWSAccount``/``AWSService`` caller).
+    copy_rank: int = 2

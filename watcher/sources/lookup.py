@@ -13,6 +13,22 @@ account and region, so each poll asks only about the watched principals:
   the first poll reads the assume calls of the last 12 hours to find the keys again.
 - ``EventName=ConsoleLogin``, kept only when it identifies a principal: root sign-ins, and
   failed sign-ins whatever ``Username`` LookupEvents gives them.
+- Sweeps by ``EventName``, kept only when they identify a principal, for what no attribute
+  finds: ``SwitchRole`` (a console switch into a watched role of this account: its ``Username``
+  is the switching user's name, unknown beforehand, and it names no resource); ``AssumeRole``
+  (a *denied* call has ``requestParameters: null`` and no resources: the role is only in
+  ``errorMessage``; recorded in the caller's account, so every account sweeps when any role is
+  watched); ``AssumeRoleWithSAML`` and ``AssumeRoleWithWebIdentity`` (their denied calls, in
+  the role's account); ``AssumeRoot`` (when a root is watched).
+- ``Username`` = the session name of each console session of a watched role (from its
+  ``SwitchRole``): the console session signs with keys no assume response lists, and
+  LookupEvents gives an assumed role's events the session name as ``Username``. Looked up for
+  12 hours, kept only when they identify a principal. Keys issued by ``GetFederationToken`` of a
+  watched user and by ``AssumeRoot`` are followed like role session keys.
+- The followed sessions (keys, console session names) are shared by the pollers of all regions
+  of an account (``Sessions``): the global STS endpoint and console sign-in log in us-east-1,
+  while the session's calls are logged in each region they went to. A poller reads a session
+  it has not read before from the session's start, later ones from its window start.
 - ``Username=root`` when the account's root is watched: the AWS API reference's own example of
   a lookup (``NextToken``: "an AttributeKey of 'Username' with a value of 'root'") shows that
   root's events carry the user name "root".
@@ -36,7 +52,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,7 +60,7 @@ from watcher.aws import AwsClients
 from watcher.clock import Clock, utc_now
 from watcher.durations import format_duration
 from watcher.errors import StoreError
-from watcher.events import ASSUME_EVENTS, Malformed, issued_access_key, iter_document
+from watcher.events import ASSUME_EVENTS, ASSUME_ROOT, Malformed, issued_access_key, iter_document
 from watcher.identify import PrincipalIndex, identify, match
 from watcher.model import Principal, TrailEvent
 from watcher.settings import Account, Config
@@ -71,6 +87,7 @@ log = logging.getLogger(__name__)
 #: The ``source`` label of this source.
 NAME = "lookup"
 SESSION_MAX = timedelta(hours=12)
+FEDERATION = "GetFederationToken"
 PAGE_SIZE = 50
 RATE_LIMIT = 2.0  # LookupEvents calls per second AWS allows per account and region
 CLOUDTRAIL_HISTORY = timedelta(days=90)  # how far back LookupEvents can read
@@ -103,12 +120,29 @@ def _role_arns(principal: Principal) -> list[str]:
     return [f"arn:aws:iam::{principal.account}:role/{name}" for name in principal.iam_names]
 
 
-def issued_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
-    """The temporary access key an assume call into a watched role issued, if any."""
-    if event.event_name not in ASSUME_EVENTS or event.error_code:
+def sweeps(principals: Sequence[Principal], account: str) -> list[Attribute]:
+    """The ``EventName`` lookups of ``account``, kept only for events that identify."""
+    roles_here = any(p.kind == "role" and p.account == account for p in principals)
+    any_role = any(p.kind == "role" for p in principals)
+    names = ["ConsoleLogin"]
+    if roles_here:
+        names += ["SwitchRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity"]
+    if any_role:
+        names.append("AssumeRole")  # denied calls are recorded in the caller's account
+    if any(p.kind == "root" for p in principals):
+        names.append(ASSUME_ROOT)
+    return [("EventName", name) for name in sorted(names)]
+
+
+def opened_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
+    """The temporary key a watched principal's session was opened with: an assume call into a
+    watched role, ``AssumeRoot`` of a watched root, ``GetFederationToken`` of a watched user."""
+    if event.error_code or event.event_name not in (*ASSUME_EVENTS, ASSUME_ROOT, FEDERATION):
         return None
     found = match(event, index)
-    if found is None or not found.requested or found.principal.kind != "role":
+    # An assume call opens a session of the role (or root) it asks for; GetFederationToken one
+    # of the acting user.
+    if found is None or found.requested is not (event.event_name != FEDERATION):
         return None
     return issued_access_key(event)
 
@@ -170,28 +204,62 @@ def retention_floor(settings: LookupSettings) -> tuple[timedelta, str]:
 
 
 def build(settings: LookupSettings, config: Config, context: SourceContext) -> list[Source]:
-    """One poller per account and region, each under the budget of its account and region."""
-    return [
-        LookupPoller(
-            context.clients,
-            account,
-            region,
-            settings,
-            principals=context.principals,
-            sink=context.sink,
-            observer=context.observer,
-            checkpoints=context.checkpoints,
-            clock=context.clock,
-            bucket=context.budgets.bucket((NAME, account.id, region), settings.rate_per_second),
-        )
-        for account in config.accounts
-        for region in account.regions
-    ]
+    """One poller per account and region, each under the budget of its account and region;
+    an account's pollers share the sessions they follow (an assume call logged in one region
+    opens a session whose calls are logged in others)."""
+    pollers: list[Source] = []
+    for account in config.accounts:
+        sessions = Sessions()
+        pollers += [
+            LookupPoller(
+                context.clients,
+                account,
+                region,
+                settings,
+                principals=context.principals,
+                sink=context.sink,
+                observer=context.observer,
+                checkpoints=context.checkpoints,
+                clock=context.clock,
+                bucket=context.budgets.bucket((NAME, account.id, region), settings.rate_per_second),
+                sessions=sessions,
+            )
+            for region in account.regions
+        ]
+    return pollers
 
 
 KIND: SourceKind[LookupSettings] = SourceKind(
     spec=_SPEC, parse=parse_settings, build=build, retention_floor=retention_floor
 )
+
+
+def console_session(event: TrailEvent, index: PrincipalIndex) -> str | None:
+    """The session name of a console session a ``SwitchRole`` into a watched role opened."""
+    if event.event_name != "SwitchRole" or event.error_code or event.session_name is None:
+        return None
+    found = match(event, index)
+    return event.session_name if found is not None and found.principal.kind == "role" else None
+
+
+@dataclass
+class Sessions:
+    """Sessions of watched principals being followed, shared by one account's pollers:
+    temporary key or console session name -> (opened, latest time it may be used)."""
+
+    keys: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    consoles: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+
+    @staticmethod
+    def add(table: dict[str, tuple[datetime, datetime]], name: str, opened: datetime) -> None:
+        until = opened + SESSION_MAX
+        before = table.get(name)
+        table[name] = (min(opened, before[0]), max(until, before[1])) if before else (opened, until)
+
+    def forget_before(self, start: datetime) -> None:
+        for table in (self.keys, self.consoles):
+            for name in [n for n, (_, until) in table.items() if until < start]:
+                del table[name]
 
 
 class LookupPoller:
@@ -212,6 +280,7 @@ class LookupPoller:
         backoff: Backoff | None = None,
         throttle_backoff: Backoff | None = None,
         bucket: TokenBucket | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         self._clients = clients
         self.account = account
@@ -229,7 +298,8 @@ class LookupPoller:
         # Polls come every interval (longer after failures, up to one more interval of backoff).
         self.staleness = 3 * settings.interval + timedelta(minutes=1)
         self.checkpoint_key = f"lookup:{account.id}:{region}"
-        self._keys: dict[str, datetime] = {}  # temporary key -> latest time it may be used
+        self._sessions = sessions or Sessions()
+        self._read: set[tuple[str, str]] = set()  # sessions this poller has read from their start
         self._keys_recovered = False  # assume calls of the last SESSION_MAX read once
         # Malformed items already counted (digest -> event time): each poll re-reads the
         # overlap, and an item is counted (and logged) once, not at every re-read.
@@ -297,7 +367,8 @@ class LookupPoller:
     def _lookups(
         self, principals: Sequence[Principal]
     ) -> tuple[list[Attribute], list[Attribute], list[Attribute]]:
-        """(user and root lookups, role lookups, sign-in sweep) for this account."""
+        """(user and root lookups, role lookups, sweeps kept when they identify) for this
+        account."""
         here = self.account.id
         users = [
             ("Username", name)
@@ -311,7 +382,7 @@ class LookupPoller:
         roles = [
             ("ResourceName", arn) for p in principals if p.kind == "role" for arn in _role_arns(p)
         ]
-        return sorted(set(users)), sorted(set(roles)), [("EventName", "ConsoleLogin")]
+        return sorted(set(users)), sorted(set(roles)), sweeps(principals, here)
 
     async def _read_all(
         self,
@@ -333,19 +404,35 @@ class LookupPoller:
         for attribute in roles:
             for event in await self._lookup(cloudtrail, attribute, keys_from, end, stop):
                 found.setdefault(event.event_id, event)
-                key = issued_key(event, index)
-                if key is not None:
-                    until = event.event_time + SESSION_MAX
-                    self._keys[key] = max(until, self._keys.get(key, until))
         self._keys_recovered = True
-        self._keys = {k: until for k, until in self._keys.items() if until >= start}
-        for key in sorted(self._keys):
-            for event in await self._lookup(cloudtrail, ("AccessKeyId", key), start, end, stop):
-                found.setdefault(event.event_id, event)
         for attribute in sweep:
             for event in await self._lookup(cloudtrail, attribute, start, end, stop):
                 if identify(event, index) is not None:
                     found.setdefault(event.event_id, event)
+        for event in list(found.values()):
+            self._follow(event, index)
+        sessions = self._sessions
+        sessions.forget_before(start)
+        followed = [("AccessKeyId", k, o) for k, (o, _) in sessions.keys.items()] + [
+            ("Username", n, o) for n, (o, _) in sessions.consoles.items()
+        ]
+        for kind, name, opened in sorted(followed):
+            # A session new to this poller (perhaps opened in another region) from its start.
+            since = start if (kind, name) in self._read else max(opened, end - SESSION_MAX)
+            for event in await self._lookup(cloudtrail, (kind, name), min(since, start), end, stop):
+                if kind == "AccessKeyId" or identify(event, index) is not None:
+                    found.setdefault(event.event_id, event)
+            self._read.add((kind, name))
+        self._read &= {(kind, name) for kind, name, _ in followed}
+
+    def _follow(self, event: TrailEvent, index: PrincipalIndex) -> None:
+        """Remember the session ``event`` opens: its issued key, or its console session name."""
+        key = opened_key(event, index)
+        if key is not None:
+            self._sessions.add(self._sessions.keys, key, event.event_time)
+        name = console_session(event, index)
+        if name is not None:
+            self._sessions.add(self._sessions.consoles, name, event.event_time)
 
     async def _lookup(
         self,
@@ -389,7 +476,7 @@ class LookupPoller:
                 if isinstance(item, Malformed):
                     if self._first_sighting(raw):
                         self._observer.malformed(NAME, item.where, item.reason)
-                else:
+                elif isinstance(item, TrailEvent):  # not a Skipped (Insights) item
                     events.append(item)
             token = page.get("NextToken")
             if not token:

@@ -5,6 +5,12 @@ blocks on disk and the connection is never shared between threads. Times are sto
 seconds (REAL). Events are pruned by when they were *stored*, not by their event time: the dedup
 guarantee ("a key stays seen for the retention after we first stored it") is what pruning must
 keep, also for old events replayed from files.
+
+The two account copies of a cross-account assume call share one dedup key; the copy carrying
+the caller's identity decides (``Verdict.copy_rank``). When the deciding copy arrives after a
+weaker one was stored, its verdict replaces the stored event (so ``/api/events``, window
+decisions and the stored record converge to what ``replay`` says); when it decides otherwise
+it is counted like a new event, and the weaker verdict's counts stay: counters never decrease.
 """
 
 from __future__ import annotations
@@ -135,11 +141,15 @@ MIGRATIONS: tuple[str, ...] = (
             AND e.event_time >= w.start_time AND e.event_time < w.end_time
         GROUP BY w.exercise, w.start_time;
     """,
+    # Which copy of a dedup key is stored (Verdict.copy_rank); rows before it: the caller's.
+    """
+    ALTER TABLE events ADD COLUMN copy_rank INTEGER NOT NULL DEFAULT 2;
+    """,
 )
 
 _INSERT_EVENT = f"""
-    INSERT OR IGNORE INTO events ({", ".join(EVENT_FIELDS)})
-    VALUES ({", ".join("?" for _ in EVENT_FIELDS)})
+    INSERT OR REPLACE INTO events ({", ".join(EVENT_FIELDS)}, copy_rank)
+    VALUES ({", ".join("?" for _ in EVENT_FIELDS)}, ?)
 """
 _ADD_EVENT_COUNT = """
     INSERT INTO event_counts VALUES (?, ?, ?, ?)
@@ -191,8 +201,14 @@ def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
         yield values[i : i + _CHUNK]
 
 
+def _decided(verdict: Verdict) -> tuple[Any, ...]:
+    """What a verdict decided, as stored: a copy that decides the same adds no count."""
+    return (verdict.principal, verdict.classification, verdict.outcome, verdict.exercise)
+
+
 def _event_row(verdict: Verdict, source: str, stored_at: float) -> tuple[Any, ...]:
-    """The stored fields, in :data:`EVENT_FIELDS` order: nothing of the raw record."""
+    """The stored fields, in :data:`EVENT_FIELDS` order, then the copy rank: nothing of the
+    raw record."""
     e = verdict.event
     return (
         e.event_id,
@@ -209,6 +225,7 @@ def _event_row(verdict: Verdict, source: str, stored_at: float) -> tuple[Any, ..
         e.region,
         source,
         stored_at,
+        verdict.copy_rank,
     )
 
 
@@ -351,11 +368,24 @@ class SqliteStore:
     ) -> CommitResult:
         batch: dict[str, tuple[Verdict, str]] = {}
         for verdict, source in items:
-            batch.setdefault(verdict.event.dedup_key, (verdict, source))
+            key = verdict.event.dedup_key
+            kept = batch.get(key)
+            if kept is None or verdict.copy_rank > kept[0].copy_rank:
+                batch[key] = (verdict, source)
         with self._transaction() as db:
-            stored = self._seen(list(batch))
-            new = [item for key, item in batch.items() if key not in stored]
-            db.executemany(_INSERT_EVENT, [_event_row(v, s, stored_at) for v, s in new])
+            stored = self._stored_copies(list(batch))
+            fresh = [item for key, item in batch.items() if key not in stored]
+            # Deciding copies of keys whose stored copy ranks lower replace it; they are
+            # counted only when they decide otherwise (the same verdict is the same event).
+            upgrades = [
+                item
+                for key, item in batch.items()
+                if key in stored and item[0].copy_rank > stored[key][0]
+            ]
+            changed = [(v, s) for v, s in upgrades if _decided(v) != stored[v.event.dedup_key][1:]]
+            rows = [_event_row(v, s, stored_at) for v, s in fresh + upgrades]
+            db.executemany(_INSERT_EVENT, rows)
+            new = fresh + changed
             verdicts = [v for v, _ in new]
             self._add_aggregates(verdicts)
             new_sessions = self._touch_sessions(verdicts, stored_at)
@@ -408,6 +438,18 @@ class SqliteStore:
         new_counts = Counter((p, c) for (p, _), c in new)
         db.executemany(_ADD_SESSION_COUNT, [(*k, n) for k, n in new_counts.items()])
         return [(p, c) for (p, _), c in new]
+
+    def _stored_copies(self, keys: list[str]) -> dict[str, tuple[Any, ...]]:
+        """dedup key -> (copy rank, *``_decided`` fields) of the stored events among ``keys``."""
+        found: dict[str, tuple[Any, ...]] = {}
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            sql = (
+                "SELECT dedup_key, copy_rank, principal, classification, outcome, exercise"
+                f" FROM events WHERE dedup_key IN ({marks})"
+            )
+            found.update((row[0], row[1:]) for row in self._db.execute(sql, chunk))
+        return found
 
     async def seen(self, keys: Sequence[str]) -> set[str]:
         return await self._call("seen", partial(self._seen, list(keys)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import socket
 import string
 import sys
 from datetime import UTC, datetime, timedelta
@@ -205,13 +204,6 @@ def _record(path: Path) -> dict[str, Any]:
     return data
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 async def test_detected_drill_passes_and_writes_the_record(
     demo: DemoSetup, emulator: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -270,9 +262,9 @@ async def test_drill_never_reported_fails_with_a_monitoring_gap(
 
 
 def test_no_watcher_fails_and_says_it_could_not_be_reached(
-    demo: DemoSetup, capsys: pytest.CaptureFixture[str]
+    demo: DemoSetup, capsys: pytest.CaptureFixture[str], closed_port: int
 ) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{closed_port}"
     code = run_drill(_options(demo, watcher_url=url, timeout=1.0), out=sys.stdout)
     assert code == 1
     [path] = (demo.config_path.parent / "records").glob("*.json")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,13 @@ def check(items: list[TrailEvent | Malformed]) -> list[str]:
     return found
 
 
+def scratch_file(suffix: str) -> Path:
+    """A new empty file of this process's own (parallel test workers write beside it)."""
+    handle, name = tempfile.mkstemp(prefix="hostile-", suffix=suffix)
+    os.close(handle)
+    return Path(name)
+
+
 def deep(n: int) -> str:
     return '{"a":' * n + "1" + "}" * n
 
@@ -167,7 +176,7 @@ def test_hostile_lookup_items(record: object, as_text: bool) -> None:
 def test_hostile_log_files(record: object, gz: bool, pretty: bool) -> None:
     log = {"Records": [good("a"), record, good("b")]}
     data = json.dumps(log, indent=2 if pretty else None).encode()
-    path = Path(f"/tmp/hostile-{id(data)}.json")  # tmp_path is function-scoped
+    path = scratch_file(".json")  # tmp_path is function-scoped
     try:
         path.write_bytes(gzip.compress(data) if gz else data)
         found = check(list(iter_file(path)))
@@ -212,7 +221,7 @@ def test_raw_bytes_beside_good_records(junk: bytes, where: str) -> None:
 
 
 def _file_items(data: bytes) -> list[TrailEvent | Malformed]:
-    path = Path(f"/tmp/hostile-bytes-{id(data)}.jsonl")
+    path = scratch_file(".jsonl")
     try:
         path.write_bytes(data)
         return list(iter_file(path))
@@ -262,7 +271,7 @@ def test_deep_nesting_huge_strings_and_big_bodies(tmp_path: Path) -> None:
 @HOSTILE
 def test_broken_log_file_syntax_never_raises(tokens: list[str]) -> None:
     text = '{"Records": [' + json.dumps(good("a")) + "," + "".join(tokens)
-    path = Path(f"/tmp/hostile-syntax-{id(text)}.json")
+    path = scratch_file(".json")
     try:
         path.write_text(text)
         found = check(list(iter_file(path)))

@@ -20,6 +20,8 @@ from watcher.emulator.infra import Pipeline, create_pipeline, deliver_many
 from watcher.emulator.server import Emulator
 from watcher.rules import load_rules
 
+pytestmark = pytest.mark.slow  # the daemon as a subprocess, end to end
+
 
 def rules_text(now: datetime) -> str:
     return f"""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 import yaml
 from harness import debian_binary, running_daemon, wait_for
 from test_deploy_dashboard import DASHBOARD, dashboard_queries
@@ -41,6 +42,8 @@ from watcher.demo import (
 from watcher.emulator import records
 from watcher.emulator.infra import deliver_many
 from watcher.emulator.server import Emulator
+
+pytestmark = pytest.mark.slow  # a live Prometheus scraping a daemon subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"

@@ -209,6 +209,7 @@ async def test_unreadable_account_fails_the_audit(tmp_path: Path, closed_port: i
     assert (row["account"], row["check"], row["ok"]) == (ACCOUNT, "source", False)
 
 
+@pytest.mark.slow  # 52 IAM users in moto
 async def test_truncated_discovery_is_reported(
     tmp_path: Path, moto_endpoint: str, iam: Any
 ) -> None:

@@ -8,11 +8,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from watcher.demo import DRILL_EXERCISE, EMULATOR_ENV, ROLE_PRINCIPAL, UNEXPECTED_SESSION
 
 TIMEOUT = 90  # the run itself takes ~10 s; the bound only stops a hung demo
 
 
+@pytest.mark.slow  # the whole demo, end to end
 def test_demo_once_passes_every_check() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["HOME"] = "/nonexistent"  # no ~/.aws either

@@ -242,6 +242,7 @@ async def test_detected_drill_passes_and_writes_the_record(
     assert f"Exercise record: {result.markdown_path}" in out
 
 
+@pytest.mark.slow  # waits out the drill's timeout
 async def test_drill_never_reported_fails_with_a_monitoring_gap(
     demo: DemoSetup, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -261,6 +262,7 @@ async def test_drill_never_reported_fails_with_a_monitoring_gap(
     assert "FAILED: monitoring has a gap" in out
 
 
+@pytest.mark.slow  # waits out the drill's timeout
 def test_no_watcher_fails_and_says_it_could_not_be_reached(
     demo: DemoSetup, capsys: pytest.CaptureFixture[str], closed_port: int
 ) -> None:
@@ -291,6 +293,7 @@ def test_refused_outside_the_window(
     assert not records.exists()
 
 
+@pytest.mark.slow  # a third drill end to end
 async def test_outside_window_when_asked_expects_unexpected_use(
     demo: DemoSetup, emulator: Emulator
 ) -> None:
@@ -319,6 +322,7 @@ async def test_outside_window_when_asked_expects_unexpected_use(
     assert any("--outside-window" in n for n in record.notes)
 
 
+@pytest.mark.slow  # a second drill end to end
 async def test_user_drill_through_a_profile(
     demo: DemoSetup, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -137,6 +138,7 @@ def deep(n: int) -> str:
     return '{"a":' * n + "1" + "}" * n
 
 
+@pytest.mark.slow  # 150 generated examples
 @given(hostile_records())
 @HOSTILE
 def test_hostile_envelopes(record: object) -> None:
@@ -152,6 +154,7 @@ def test_hostile_envelopes(record: object) -> None:
     check(items)
 
 
+@pytest.mark.slow  # 150 generated examples
 @given(hostile_records(), st.booleans())
 @HOSTILE
 def test_hostile_lookup_items(record: object, as_text: bool) -> None:
@@ -171,6 +174,7 @@ def test_hostile_lookup_items(record: object, as_text: bool) -> None:
     assert found[0] == "a" and found[-1] == "b"
 
 
+@pytest.mark.slow  # 150 generated examples, each a file
 @given(hostile_records(), st.booleans(), st.booleans())
 @HOSTILE
 def test_hostile_log_files(record: object, gz: bool, pretty: bool) -> None:

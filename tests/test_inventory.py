@@ -233,6 +233,7 @@ async def test_discovery_by_tag(moto_endpoint: str, iam: Any) -> None:
     assert (await run(moto_endpoint, cfg=no_tags)).principals == ()
 
 
+@pytest.mark.slow  # 120 IAM roles in moto
 async def test_pagination_reaches_roles_beyond_the_first_page(moto_endpoint: str, iam: Any) -> None:
     for n in range(120):
         make_role(iam, f"app-{n:03}")

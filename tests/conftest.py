@@ -27,12 +27,6 @@ os.environ.update(
 os.environ.pop("AWS_PROFILE", None)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first: pytest-xdist hands tests out in this order, so the long ones start at
-    once on every worker and the many short ones fill the gaps at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(scope="session")
 def moto_emulator() -> Iterator[Emulator]:
     """One emulator (moto server + LookupEvents) for the session."""

@@ -12,15 +12,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from harness import break_glass_rules, running_daemon, user_calls, wait_for, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from watcher.config import load_config, parse_config
+from watcher.emulator.server import Emulator
 from watcher.errors import ConfigError
 from watcher.rules import load_rules, parse_rules
 from watcher.validation import MAX_FILE_BYTES, read_yaml
@@ -314,3 +318,57 @@ def test_validate_and_replay_print_located_errors(
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr
         assert f"error: {rules}: " in done.stderr and expected in done.stderr
+
+
+# -- the running daemon -----------------------------------------------------------------------
+
+BROKEN_RULES = {
+    "impossible date": "\n  - {name: x, principals: [bg-user], start: 2026-02-30T10:00:00Z,"
+    " end: 2026-03-01T10:00:00Z}",
+    "day-long offset": "\n  - {name: x, principals: [bg-user], start: 2026-01-01T10:00:00+24:00,"
+    " end: 2026-03-01T10:00:00Z}",
+    "int tag": "\n  - {name: x, principals: [bg-user], start: !!int abc}",
+    "timestamp tag": "\n  - {name: x, principals: [bg-user], start: !!timestamp nope}",
+    "huge file": "\n#" + "x" * MAX_FILE_BYTES,
+}
+
+
+def test_a_typo_and_sighup_keep_the_daemon_up_with_the_last_good_rules(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    good = break_glass_rules("exercises:")  # exercises: (empty) takes the broken items
+    config = write_config(tmp_path, endpoint_url=emulator.endpoint_url, queue_url=None, rules=good)
+    rules_file = tmp_path / "rules" / "rules.yaml"
+    before = datetime.now(UTC) - timedelta(minutes=1)
+    with running_daemon(config) as daemon:
+        for n, (what, typo) in enumerate(BROKEN_RULES.items()):
+            rules_file.write_text(good + typo)
+            daemon.signal(signal.SIGHUP)
+            wait_for(
+                lambda: daemon.metric("breakglass_config_last_reload_success") == 0,
+                what=f"the failed reload ({what})",
+            )
+            assert daemon.proc.poll() is None, daemon.log_path.read_text()
+            failures = [
+                line["problems"]
+                for line in daemon.log_lines()
+                if line.get("message", "").startswith("reload failed")
+            ]
+            assert len(failures) == n + 1 and str(rules_file) in failures[-1][0], failures
+            # Each broken file is refused, and the last good rules still count uses.
+            for record in user_calls([n], lambda _: before, tag=f"use-{what}"):
+                emulator.lookup.add(record)
+            wait_for(
+                lambda n=n: daemon.metric("breakglass_events_total", principal="bg-user") == n + 1,
+                what=f"use {n} counted under the kept rules",
+            )
+            rules_file.write_text(good)
+            daemon.signal(signal.SIGHUP)
+            wait_for(
+                lambda: daemon.metric("breakglass_config_last_reload_success") == 1,
+                what="the fixed reload",
+            )
+        assert daemon.get("/healthz")[0] == 200
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+    assert "Traceback" not in daemon.log_path.read_text()

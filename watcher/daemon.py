@@ -238,7 +238,15 @@ class Daemon:
     ) -> None:
         """Classify, store, then count: returns only once the batch is durably stored."""
         now = self.clock()
-        verdicts = [v for e in events if (v := self.classifier.classify(e)) is not None]
+        verdicts = []
+        for event in events:
+            try:
+                verdict = self.classifier.classify(event)
+            except Exception as exc:  # one record must never fail the batch it came in
+                self.malformed(source, f"event {event.event_id}", f"cannot classify: {exc}")
+                continue
+            if verdict is not None:
+                verdicts.append(verdict)
         if not verdicts and not checkpoints:
             return  # no break-glass event: nothing to store (most SQS batches)
         try:

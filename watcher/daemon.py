@@ -295,7 +295,9 @@ class Daemon:
             self.metrics.set_drill_due(principal, first)
 
     async def _inventory(self) -> None:
-        result = await discover(AwsClients(self.config.endpoint_url), self.config, self.rules)
+        result = await discover(
+            AwsClients(self.config.endpoint_url), self.config, self.rules, keep=self._discovered
+        )
         self._discovered = result.discovered
         self._set_rules(self.rules)
         now = self.clock()
@@ -307,6 +309,8 @@ class Daemon:
             )
         for account in {p.account for p in result.principals} - failed_accounts:
             self.metrics.source_success("iam", account, "global", now)
+        for account in {a.id for a in self.config.accounts} - failed_accounts:
+            self.metrics.inventory_unwatched(account, result.truncated.get(account, 0))
         max_age = self.config.inventory.max_access_key_age
         for principal in result.principals:
             facts = result.facts.get(principal.name)

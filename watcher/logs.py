@@ -11,6 +11,8 @@ import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,8 +62,50 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(entry, default=str))
 
 
+class RepeatFilter(logging.Filter):
+    """Lets one of a run of identical warnings or errors through per ``window`` seconds.
+
+    Identical means same logger, level, message, extra fields and exception text: an accept
+    loop out of file descriptors logs the same error thousands of times a second. The next line
+    let through says how many were held back (``repeated``). Info lines always pass.
+    """
+
+    def __init__(
+        self, window: float = 60.0, clock: Callable[[], float] = time.monotonic, keys: int = 1000
+    ) -> None:
+        super().__init__()
+        self._window = window
+        self._clock = clock
+        self._keys = keys
+        self._seen: dict[tuple[object, ...], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        key = (
+            record.name,
+            record.levelno,
+            record.getMessage(),
+            repr(exc),
+            repr(sorted(_extras(record).items(), key=lambda kv: kv[0])),
+        )
+        now = self._clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self._window:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        if len(self._seen) >= self._keys:
+            self._seen.clear()  # a flood of distinct lines: forget, never grow without bound
+        self._seen[key] = (now, 0)
+        if last is not None and last[1]:
+            record.repeated = last[1]
+        return True
+
+
 def setup_logging(fmt: str = "json", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RepeatFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

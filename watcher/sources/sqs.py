@@ -6,12 +6,17 @@ comes back, and the store's dedup absorbs it. A message with any record we canno
 deleted: the queue's redrive policy moves it to the dead-letter queue after ``maxReceiveCount``
 receives, where a person can look at it. Its readable records are still stored, and it is
 counted as malformed once, at its first receive.
+
+Its problems are logged once per message id (not at every redelivery), at most
+``_DETAIL_PROBLEMS`` of them, each cut to ``_DETAIL_CHARS``: a hostile body cannot turn into
+more log than a few hundred bytes a message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from contextlib import suppress
 from typing import Any
 from urllib.parse import urlparse
@@ -27,6 +32,17 @@ log = logging.getLogger(__name__)
 
 # Seconds the HTTP read may take beyond the long poll itself.
 _READ_MARGIN = 10
+_DETAIL_PROBLEMS = 3  # problems of one message written to the log
+_DETAIL_CHARS = 200  # characters of each
+_REPORTED_IDS = 10_000  # message ids remembered as logged
+
+
+def summarise(problems: list[str]) -> str:
+    """A bounded one-line summary of a message's problems."""
+    shown = [p if len(p) <= _DETAIL_CHARS else p[: _DETAIL_CHARS - 1] + "…" for p in problems]
+    text = "; ".join(shown[:_DETAIL_PROBLEMS])
+    more = len(problems) - _DETAIL_PROBLEMS
+    return f"{text}; and {more} more" if more > 0 else text
 
 
 def queue_account(queue_url: str) -> str:
@@ -56,6 +72,7 @@ class SqsSource:
         self._backoff = backoff or Backoff()
         self.account = queue_account(settings.queue_url)
         self.region = settings.region
+        self._reported: OrderedDict[str, None] = OrderedDict()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; the batch in hand is finished first."""
@@ -117,12 +134,18 @@ class SqsSource:
             if not bad:
                 done.append(message)
                 continue
-            reason = "; ".join(b.reason for b in bad)
+            reason = summarise([b.reason for b in bad])
             receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "1")
-            log.warning(
-                "malformed message left for the dead-letter queue",
-                extra={"where": where, "reason": reason, "receive_count": receives},
-            )
+            if self._first_report(str(message.get("MessageId", "?"))):
+                log.warning(
+                    "malformed message left for the dead-letter queue",
+                    extra={
+                        "where": where,
+                        "reason": reason,
+                        "problems": len(bad),
+                        "receive_count": receives,
+                    },
+                )
             if receives == "1":  # count a message once, not at each redelivery
                 self._observer.malformed(self.source, where, reason)
         if events:
@@ -136,6 +159,15 @@ class SqsSource:
                 return False
         if done:
             await self._delete(sqs, done)
+        return True
+
+    def _first_report(self, message_id: str) -> bool:
+        """Whether this message's problems have not been logged yet (by this process)."""
+        if message_id in self._reported:
+            return False
+        self._reported[message_id] = None
+        if len(self._reported) > _REPORTED_IDS:
+            self._reported.popitem(last=False)
         return True
 
     async def _delete(self, sqs: Any, messages: list[dict[str, Any]]) -> None:

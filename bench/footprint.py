@@ -31,11 +31,10 @@ from harness import running_daemon
 from pipeline import measure, state_bytes, write_config
 from replay import chunk, templates
 
-from watcher.config import load_config
 from watcher.daemon import Daemon
 from watcher.events import parse_body
+from watcher.metrics import drop_created_series
 from watcher.model import TrailEvent
-from watcher.store.sqlite import SqliteStore
 
 MB = 1024 * 1024
 
@@ -99,10 +98,7 @@ async def retention(days: int, per_day: int, keep: int, seed: int) -> list[tuple
     with tempfile.TemporaryDirectory(prefix="bench-retention-") as name:
         folder = Path(name)
         config = write_config(folder)
-        daemon = Daemon(config, clock=clock)
-        daemon.config = load_config(config)
-        daemon.reload()
-        daemon.store = SqliteStore(daemon.config.state_path)
+        daemon = Daemon.load(config, clock=clock)
         await daemon.store.open()
         rng = random.Random(seed)
         _, bg = templates(rng)
@@ -141,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retention-days", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    drop_created_series()
 
     samples, peak, mixed_size = memory(args.count, args.seed)
     print(f"\nresident memory while {args.count:,} events go through parse + Daemon.sink:")

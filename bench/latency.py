@@ -33,6 +33,7 @@ from harness import DaemonProcess, running_daemon, user_calls
 
 from watcher.config import load_config
 from watcher.emulator.infra import deliver
+from watcher.sources.lookup import LookupSettings
 
 
 def time_one(daemon: DaemonProcess, send: Callable[[], None]) -> tuple[float, float]:
@@ -75,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         sqs = [time_one(daemon, lambda: deliver(url, record())) for _ in range(args.count)]
         rows.append(("EventBridge -> SQS", [t for t, _ in sqs]))
         rows.append(("  of which put_events", [s for _, s in sqs]))
-        lookup_settings = load_config(setup.config).lookup
-        assert lookup_settings is not None
+        lookup_settings = load_config(setup.config).sources.get("lookup")
+        assert isinstance(lookup_settings, LookupSettings)
         rng = random.Random(1)
         lookup = []
         for _ in range(args.lookup_count):

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from replay import ACCOUNT, chunk, templates
 
-from watcher.config import load_config
 from watcher.daemon import Daemon
 from watcher.events import parse_body
+from watcher.metrics import drop_created_series
 from watcher.model import TrailEvent, Verdict
 from watcher.store.base import CommitResult
 from watcher.store.sqlite import SqliteStore
@@ -110,11 +110,8 @@ async def measure(
     """``count`` events through parse and ``Daemon.sink`` in batches of ``batch`` bodies;
     ``progress`` is told the bodies done after each chunk of ``chunk_size`` generated."""
     config = write_config(folder)
-    daemon = Daemon(config)
-    daemon.config = load_config(config)
-    daemon.reload()  # rules, classifier and metric labels, as at start
     run = Run(batch)
-    daemon.store = CountingStore(daemon.config.state_path, run)
+    daemon = Daemon.load(config, store_factory=lambda path: CountingStore(path, run))
     await daemon.store.open()
     rng = random.Random(seed)
     noise, bg = templates(rng)
@@ -156,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, action="append", help="batch sizes (10 and 50)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    drop_created_series()
     runs = []
     for batch in args.batch or [10, 50]:
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder:

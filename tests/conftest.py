@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import pytest
 
 from watcher.emulator.server import Emulator, start_emulator
+from watcher.metrics import drop_created_series
 from watcher.model import TrailEvent
 
 # No test may reach real AWS: fake credentials and no instance metadata look-ups.
@@ -19,6 +20,8 @@ os.environ.update(
     AWS_EC2_METADATA_DISABLED="true",
 )
 os.environ.pop("AWS_PROFILE", None)
+# The test process builds metrics (in-process daemons, the demo's watcher) as the CLI does.
+drop_created_series()
 
 
 @pytest.fixture(scope="session")

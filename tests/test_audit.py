@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from watcher.audit import audit, format_json, format_table, run_audit
-from watcher.errors import WatcherError
+from watcher.errors import StoreError, WatcherError
 from watcher.model import Principal, Rules, TrailEvent, Verdict
 from watcher.settings import Account, Config
 from watcher.store.sqlite import SqliteStore
@@ -255,3 +255,37 @@ def test_run_audit_with_broken_rules_raises_a_watcher_error(
     (cfg.rules_path / "break-glass.yaml").write_text("principals: [{name: 1}]\n")
     with pytest.raises(WatcherError):
         run_audit(cfg, fmt="table", out=io.StringIO())
+
+
+async def test_audit_writes_nothing_to_the_state_file(
+    tmp_path: Path, moto_endpoint: str, iam: Any
+) -> None:
+    """``audit`` reads the state beside a running daemon: it never writes to the file, not even
+    the first-seen time of a principal that has no drill yet (the daemon records that)."""
+    healthy(iam)
+    cfg = config(tmp_path, moto_endpoint)
+    await record_drill(cfg.state_path, "break-glass-admin", datetime.now(UTC) - timedelta(days=3))
+    before = cfg.state_path.read_bytes()
+    report = await audit(cfg, RULES, now=datetime.now(UTC))
+    assert cfg.state_path.read_bytes() == before
+    due = {c.principal: c.reason for c in report.checks if c.check == "drill_recency"}
+    assert due["break-glass-admin-role"].startswith("no drill since watching began")
+    store = SqliteStore(cfg.state_path)
+    await store.open()
+    try:
+        assert await store.first_seen_at("principal", "break-glass-admin-role") is None
+    finally:
+        await store.close()
+
+
+async def test_a_read_only_store_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    await record_first_seen(path, "p", datetime(2026, 1, 1, tzinfo=UTC))
+    store = SqliteStore(path, read_only=True)
+    await store.open()
+    try:
+        assert await store.first_seen_at("principal", "p") == datetime(2026, 1, 1, tzinfo=UTC)
+        with pytest.raises(StoreError, match="readonly"):
+            await store.first_seen("principal", "q", datetime(2026, 1, 2, tzinfo=UTC))
+    finally:
+        await store.close()

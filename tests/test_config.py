@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from watcher.config import load_config, parse_config
 from watcher.durations import format_duration, parse_duration
 from watcher.errors import ConfigError, Problem
-from watcher.settings import Account, EventBridgeSource, Inventory, LookupSource
+from watcher.settings import Account, Inventory
+from watcher.sources.lookup import LookupSettings
+from watcher.sources.sqs import EventBridgeSettings
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "config.yaml"
 QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/breakglass-events"
@@ -41,11 +43,11 @@ def test_example_config_loads() -> None:
     assert config.listen == ("127.0.0.1", 9783)
     assert config.endpoint_url is None
     assert config.accounts == (Account(id="123456789012", regions=("us-east-1",)),)
-    assert config.eventbridge == EventBridgeSource(
+    assert config.sources.get("eventbridge") == EventBridgeSettings(
         queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/breakglass-events",
         region="us-east-1",
     )
-    assert config.lookup == LookupSource()
+    assert config.sources.get("lookup") == LookupSettings()
     assert config.inventory == Inventory()
     assert config.detection_grace == timedelta(minutes=30)
     assert config.retention == timedelta(days=400)
@@ -56,8 +58,8 @@ def test_defaults_of_a_minimal_config() -> None:
     assert config.rules_path == Path("/etc/bgw/rules")
     assert config.state_path == Path("/etc/bgw/breakglass-watcher.db")
     assert config.accounts == (Account(id="123456789012", regions=("us-east-1",)),)
-    assert config.eventbridge is None
-    assert config.lookup == LookupSource()
+    assert config.sources.get("eventbridge") is None
+    assert config.sources.get("lookup") == LookupSettings()
     assert config.inventory == Inventory()
     assert config.listen == ("127.0.0.1", 9783)
 
@@ -98,8 +100,8 @@ def test_everything_set() -> None:
         ),
         Account("210987654321", ("us-gov-west-1",)),
     )
-    assert config.eventbridge == EventBridgeSource(QUEUE, "eu-west-1", 5, 1)
-    assert config.lookup is None
+    assert config.sources.get("eventbridge") == EventBridgeSettings(QUEUE, "eu-west-1", 5, 1)
+    assert config.sources.get("lookup") is None
     assert config.inventory == Inventory(
         interval=timedelta(hours=6),
         name_patterns=("*emergency*",),
@@ -115,7 +117,8 @@ def test_eventbridge_region_of_an_emulator_queue_defaults_to_first_region() -> N
     document = minimal() | {"regions": ["eu-central-1"]}
     document["sources"] = {"eventbridge": {"queue_url": "http://127.0.0.1:5000/123456789012/q"}}
     config = parse_config(document, label="c.yaml", base_dir=Path("/"))
-    assert config.eventbridge is not None and config.eventbridge.region == "eu-central-1"
+    eventbridge = config.sources.get("eventbridge")
+    assert isinstance(eventbridge, EventBridgeSettings) and eventbridge.region == "eu-central-1"
 
 
 DELETE = object()
@@ -248,7 +251,8 @@ def test_rate_above_aws_limit_warns_but_loads(caplog: pytest.LogCaptureFixture) 
     document = with_("sources.lookup.rate_per_second", 5)
     with caplog.at_level(logging.WARNING, logger="watcher.config"):
         config = parse_config(document, label="c.yaml", base_dir=Path("/"))
-    assert config.lookup is not None and config.lookup.rate_per_second == 5
+    lookup = config.sources.get("lookup")
+    assert isinstance(lookup, LookupSettings) and lookup.rate_per_second == 5
     assert "c.yaml: sources.lookup.rate_per_second: 5 is above the 2 calls/s" in caplog.text
 
 

@@ -139,6 +139,9 @@ def test_both_sources_counted_once(setup: tuple[Path, Pipeline], emulator: Emula
         assert {e["source"] for e in daemon.events()} == {"eventbridge", "lookup"}
         status, body = daemon.get("/readyz")
         assert status == 200, body
+        _, exposition = daemon.get("/metrics")
+        assert b"breakglass_events_total" in exposition
+        assert b"_created" not in exposition
 
 
 def test_malformed_sqs_bodies_beside_good_ones(

@@ -31,8 +31,9 @@ import yaml
 from harness import debian_binary, running_daemon, wait_for
 from test_deploy_dashboard import DASHBOARD, dashboard_queries
 
-from watcher.demo import (
+from watcher.demo.scenario import (
     DRILL_EXERCISE,
+    PARTICIPANT,
     ROLE_PRINCIPAL,
     USER_NAME,
     DemoSetup,
@@ -206,7 +207,11 @@ def add_missed_window(setup: DemoSetup, end: datetime) -> None:
 
 
 def assume(
-    setup: DemoSetup, session: str, at: datetime, error: str | None = None
+    setup: DemoSetup,
+    session: str,
+    at: datetime,
+    error: str | None = None,
+    source_identity: str | None = None,
 ) -> dict[str, Any]:
     """Operator alice assuming the break-glass role as ``session`` (failing with ``error``)."""
     return records.assume_role_record(
@@ -215,6 +220,7 @@ def assume(
         session_name=session,
         event_time=at,
         error_code=error,
+        source_identity=source_identity,
     )
 
 
@@ -308,7 +314,8 @@ def test_every_dashboard_query_has_data_in_a_live_prometheus(
         # Drill and unexpected uses, successes and failures, through both sources; each
         # source gets one event only it delivers, so both observe a detection delay.
         t1 = datetime.now(UTC)
-        drill_ok = assume(setup, "break-glass-exercise-1", t1)
+        # The demo rules' person: the drill is theirs by its SourceIdentity.
+        drill_ok = assume(setup, "break-glass-exercise-1", t1, source_identity=PARTICIPANT)
         misuse = assume(setup, "admin-hotfix", t1)
         drill_failed = assume(setup, "break-glass-exercise-2", t1, error="AccessDenied")
         login_failed = records.console_login_record(
@@ -389,6 +396,10 @@ def test_every_dashboard_query_has_data_in_a_live_prometheus(
         }
         assert counted[(DRILL_EXERCISE, "detected")] == 1, counted
         assert counted[(MISSED_EXERCISE, "missed")] == 1, counted
+        last_drill = next(e for t, e in dashboard_queries(DASHBOARD) if t == "People by last drill")
+        (person,) = prom.series(last_drill)
+        assert person["metric"] == {"person": PARTICIPANT}
+        assert float(person["value"][1]) == int(t1.timestamp()) * 1000
 
         for name, expr in alert_exprs():
             answer = prom.query(expr)

@@ -29,7 +29,8 @@ from typing import Any
 import boto3
 import yaml
 
-from watcher.render import eventbridge_pattern_json
+from watcher.model import Principal, Rules
+from watcher.render import eventbridge_pattern_json, eventbridge_patterns
 from watcher.rules import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,13 +89,15 @@ def for_moto(template: Template, parameters: dict[str, str]) -> Template:
         for name, resource in result["Resources"].items()
         if resource["Type"] not in MOTO_UNSUPPORTED
     }
-    if parameters.get("EventPattern"):
-        rendered = json.loads(parameters["EventPattern"])
-        for resource in result["Resources"].values():
-            properties = resource.get("Properties", {})
-            if_args = properties.get("EventPattern", {}).get("Fn::If")
-            if if_args and if_args[1] == {"Ref": "EventPattern"}:
-                if_args[1] = rendered
+    for resource in result["Resources"].values():
+        properties = resource.get("Properties", {})
+        pattern = properties.get("EventPattern", {})
+        if_args = pattern.get("Fn::If")
+        if if_args and if_args[1] == {"Ref": "EventPattern"} and parameters.get("EventPattern"):
+            if_args[1] = json.loads(parameters["EventPattern"])
+        name = pattern.get("Ref")
+        if name and parameters.get(name):
+            properties["EventPattern"] = json.loads(parameters[name])
     return result
 
 
@@ -393,6 +396,39 @@ def test_rendered_pattern_parameter_replaces_the_built_pattern(moto_endpoint: st
     assert sorted(received) == sorted([other_case["eventID"], assumed["eventID"]])
 
 
+def test_rendered_patterns_take_one_rule_each(moto_endpoint: str) -> None:
+    """Principals that need several patterns (issue 11, point 9): one rule per pattern."""
+    roles = [f"arn:aws:iam::{ACCOUNT}:role/break-glass-admin-{i:03}" for i in range(90)]
+    rules = Rules(
+        principals=tuple(
+            Principal(f"r{i}", "role", ACCOUNT, iam_names=(arn.rsplit("/", 1)[-1],), arn=arn)
+            for i, arn in enumerate(roles)
+        ),
+        exercises=(),
+    )
+    patterns = [json.dumps(p) for p in eventbridge_patterns(rules)]
+    assert len(patterns) == 3
+    parameters = {"EventPattern": patterns[0], "EventPattern2": patterns[1]}
+    parameters |= {"EventPattern3": patterns[2], "MonitorRoot": "false"}
+    outputs = create_stack(moto_endpoint, CENTRAL, parameters)
+    first, last = assume_role(roles[0]), assume_role(roles[-1])
+    decoy = assume_role(DECOY_ROLE_ARN)
+    received = deliver(
+        moto_endpoint, outputs["QueueUrl"], [entry(first), entry(last), entry(decoy)], "us-east-1"
+    )
+    assert sorted(received) == sorted([first["eventID"], last["eventID"]])
+
+
+def test_root_rule_forwards_the_console_acting_for_root(moto_endpoint: str) -> None:
+    outputs = create_stack(moto_endpoint, CENTRAL, CENTRAL_PARAMETERS)
+    console = record("StartLogging", ROOT_IDENTITY | {"invokedBy": "signin.amazonaws.com"})
+    service = record("StartLogging", ROOT_IDENTITY | {"invokedBy": "support.amazonaws.com"})
+    received = deliver(
+        moto_endpoint, outputs["QueueUrl"], [entry(console), entry(service)], "us-east-1"
+    )
+    assert received == [console["eventID"]]
+
+
 def test_forwarder_delivers_another_regions_events_to_the_central_queue(
     moto_endpoint: str,
 ) -> None:
@@ -413,7 +449,13 @@ def test_forwarder_delivers_another_regions_events_to_the_central_queue(
 def test_forwarder_matches_exactly_what_the_central_rules_match() -> None:
     central = load_template(CENTRAL)["Resources"]
     forwarder = load_template(FORWARDER)["Resources"]
-    for rule in ("PrincipalsRule", "RootRule"):
+    for rule in (
+        "PrincipalsRule",
+        "PrincipalsRule2",
+        "PrincipalsRule3",
+        "PrincipalsRule4",
+        "RootRule",
+    ):
         assert (
             forwarder[rule]["Properties"]["EventPattern"]
             == (central[rule]["Properties"]["EventPattern"])
@@ -432,6 +474,16 @@ def test_queue_policy_admits_only_these_rules_over_tls() -> None:
     assert allow["Action"] == "sqs:SendMessage"
     assert allow["Condition"]["ArnEquals"]["aws:SourceArn"] == [
         {"Fn::GetAtt": ["PrincipalsRule", "Arn"]},
+        *(
+            {
+                "Fn::If": [
+                    f"UsePattern{n}",
+                    {"Fn::GetAtt": [f"PrincipalsRule{n}", "Arn"]},
+                    {"Ref": "AWS::NoValue"},
+                ]
+            }
+            for n in (2, 3, 4)
+        ),
         {"Fn::If": ["WatchRoot", {"Fn::GetAtt": ["RootRule", "Arn"]}, {"Ref": "AWS::NoValue"}]},
     ]
     assert deny["Effect"] == "Deny"

@@ -236,7 +236,7 @@ def test_config_in_the_configmap_is_valid(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(config))
     loaded = load_config(path)
     assert loaded.listen == ("0.0.0.0", LISTEN_PORT)
-    assert loaded.eventbridge is not None and loaded.lookup is not None
+    assert set(loaded.sources) == {"eventbridge", "lookup"}
 
 
 def test_image_is_set_by_kustomize_with_a_pinned_tag() -> None:

@@ -115,7 +115,7 @@ def test_example_config_fits_the_unit_directories(unit: Unit, tmp_path: Path) ->
     shutil.copytree(ROOT / "deploy" / "kubernetes" / "rules", tmp_path / document["rules"])
     config = load_config(tmp_path / "config.yaml")
     assert config.rules_path == tmp_path / "rules"
-    assert config.eventbridge is not None and config.lookup is not None
+    assert set(config.sources) == {"eventbridge", "lookup"}
 
 
 def _analyze() -> str:

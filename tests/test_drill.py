@@ -20,27 +20,29 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from watcher.cli import main
-from watcher.demo import (
+from watcher.demo.cloudtrail import CloudTrailStandIn
+from watcher.demo.running import running_watcher
+from watcher.demo.scenario import (
     DRILL_EXERCISE,
     ROLE_PRINCIPAL,
     USER_PRINCIPAL,
-    CloudTrailStandIn,
     DemoSetup,
-    running_watcher,
     set_up_demo,
 )
 from watcher.drill import (
     DrillOptions,
     DrillRefused,
-    Expectation,
     choose_principal,
     drill,
-    find_detection,
-    judge_detection,
-    listen_url,
     run_drill,
     session_name_for,
     source_identity_for,
+)
+from watcher.drill_detection import (
+    Expectation,
+    find_detection,
+    judge_detection,
+    listen_url,
 )
 from watcher.emulator.server import Emulator
 from watcher.model import Exercise, Principal, Rules

@@ -24,6 +24,7 @@ from watcher.errors import MalformedEventError
 from watcher.events import (
     FileReadError,
     Malformed,
+    issued_access_key,
     iter_document,
     iter_file,
     normalise,
@@ -110,6 +111,21 @@ def test_normalise_assume_calls() -> None:
     )
     del saml["requestParameters"]["roleSessionName"]  # SAML: the name is in the assertion
     assert normalise(saml, "x").session_name == "jane"
+
+
+def test_issued_access_key_of_assume_calls() -> None:
+    caller = iam_user_identity(ACCOUNT, "alice", "AKIAALICE")
+    issued = assume_role_record(
+        caller=caller, role_arn=ROLE, session_name="s", event_time=T, issued_access_key_id="ASIA1"
+    )
+    assert issued_access_key(normalise(issued, "x")) == "ASIA1"
+    denied = assume_role_record(
+        caller=caller, role_arn=ROLE, session_name="s", event_time=T, error_code="AccessDenied"
+    )
+    assert issued_access_key(normalise(denied, "x")) is None
+    assert issued_access_key(normalise(user_call(), "x")) is None
+    for odd in ("text", {"credentials": "text"}, {"credentials": {"accessKeyId": 7}}):
+        assert issued_access_key(normalise({**issued, "responseElements": odd}, "x")) is None
 
 
 def test_normalise_console_login() -> None:

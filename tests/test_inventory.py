@@ -15,9 +15,10 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 
 from watcher.aws import AwsClients
 from watcher.credentials import check_credentials
-from watcher.inventory import AccountError, InventoryResult, discover, error_kind
+from watcher.inventory import AccountError, InventoryResult, discover
 from watcher.model import Principal, Rules
 from watcher.settings import Account, Config, Inventory
+from watcher.sources.retry import error_kind
 
 ACCOUNT = "123456789012"
 OTHER = "111111111111"

@@ -28,7 +28,7 @@ from watcher.errors import MalformedEventError
 from watcher.events import Malformed, normalise, parse_body
 from watcher.model import Exercise, Principal, Rules, TrailEvent
 from watcher.rules import load_rules
-from watcher.store.sqlite import SqliteStore
+from watcher.settings import Config
 
 USER = Principal("bg-user", "user", ACCOUNT, iam_names=("break-glass-admin",))
 RECURRING = Exercise(
@@ -112,9 +112,8 @@ def test_fuzzed_event_times_are_classified_or_malformed_never_an_exception(
 async def test_the_sink_counts_an_event_it_cannot_classify_and_stores_the_rest(
     tmp_path: Path,
 ) -> None:
-    daemon = Daemon(tmp_path / "unused.yaml")
-    daemon._set_rules(RULES)
-    daemon.store = SqliteStore(tmp_path / "state.db")
+    config = Config(rules_path=tmp_path, state_path=tmp_path / "state.db", accounts=())
+    daemon = Daemon(config, RULES)
     await daemon.store.open()
     try:
         good = normalise(user_record("2026-01-01T00:00:00Z", "good"), "body")

@@ -21,8 +21,8 @@ from watcher.emulator.records import (
 )
 from watcher.emulator.server import Emulator
 from watcher.model import Principal
-from watcher.settings import Account, LookupSource
-from watcher.sources.lookup import LookupPoller
+from watcher.settings import Account
+from watcher.sources.lookup import LookupPoller, LookupSettings
 from watcher.sources.retry import Backoff
 
 ACCOUNT = "123456789012"
@@ -72,7 +72,7 @@ def _poller(
     principals: Sequence[Principal] = PRINCIPALS,
     throttle_backoff: Backoff | None = None,
 ) -> LookupPoller:
-    settings = LookupSource(
+    settings = LookupSettings(
         interval=timedelta(seconds=60),
         overlap=timedelta(minutes=20),
         lookback=timedelta(hours=1),
@@ -205,6 +205,12 @@ async def test_one_poll_finds_every_kind_of_break_glass_event(
         ("ResourceName", ROLE),
         ("AccessKeyId", SESSION_KEY),
         ("EventName", "ConsoleLogin"),
+        # What no attribute finds (issue 11): console switches, denied assume calls, AssumeRoot.
+        ("EventName", "SwitchRole"),
+        ("EventName", "AssumeRole"),
+        ("EventName", "AssumeRoleWithSAML"),
+        ("EventName", "AssumeRoleWithWebIdentity"),
+        ("EventName", "AssumeRoot"),
     }
     assert observer.successes == [("lookup", ACCOUNT, "us-east-1")]
     assert observer.errors == []
@@ -222,7 +228,7 @@ async def test_the_rate_holds_while_paging_over_many_events(
 
     assert sorted(store.event_ids) == [f"e{i:03}" for i in range(160)]
     calls = emulator.lookup.calls(ACCOUNT, "us-east-1")
-    assert len(calls) == 7  # 4 pages of the user, root, the role, the sign-in sweep
+    assert len(calls) == 12  # 4 pages of the user, root, the role, 6 sweeps by event name
     assert {c.outcome for c in calls} == {"ok"}
     # The first request also opens the connection, so it reaches the server late and its gap
     # to the second looks short there; from then on the server sees the client's spacing.
@@ -275,7 +281,17 @@ async def test_the_overlap_rereads_late_events_that_share_a_timestamp(
         (("Username", "Break-Glass-User"), NOW - timedelta(hours=1)),
         (("Username", "root"), NOW - timedelta(hours=1)),
         (("ResourceName", ROLE), NOW - timedelta(hours=12)),
-        (("EventName", "ConsoleLogin"), NOW - timedelta(hours=1)),
+        *(
+            (("EventName", name), NOW - timedelta(hours=1))
+            for name in (
+                "ConsoleLogin",
+                "SwitchRole",
+                "AssumeRole",
+                "AssumeRoleWithSAML",
+                "AssumeRoleWithWebIdentity",
+                "AssumeRoot",
+            )
+        ),
     }
     assert {c.start for c in second_poll} == {NOW - timedelta(minutes=20)}
 

@@ -17,9 +17,8 @@ from watcher.emulator.infra import Pipeline, create_pipeline, deliver
 from watcher.emulator.records import api_call_record, assumed_role_identity, iam_user_identity
 from watcher.errors import StoreError
 from watcher.model import Principal, Rules
-from watcher.settings import EventBridgeSource
 from watcher.sources.retry import Backoff
-from watcher.sources.sqs import SqsSource, queue_account
+from watcher.sources.sqs import EventBridgeSettings, SqsSource, queue_account
 
 ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/break-glass-admin"
@@ -77,7 +76,7 @@ def _source(
     observer: RecordingObserver,
     wait_seconds: int = 1,
 ) -> SqsSource:
-    settings = EventBridgeSource(
+    settings = EventBridgeSettings(
         queue_url=pipeline.queue_url, region="us-east-1", wait_seconds=wait_seconds
     )
     return SqsSource(AwsClients(endpoint), settings, sink, observer, backoff=FAST)

@@ -8,24 +8,16 @@ symlinks, so a Kubernetes ConfigMap mount keeps working after an update swaps it
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from watcher.durations import format_duration
 from watcher.errors import ConfigError, Problem
-from watcher.settings import (
-    DEFAULT_LISTEN,
-    Account,
-    Config,
-    EventBridgeSource,
-    Inventory,
-    LookupSource,
-)
+from watcher.settings import DEFAULT_LISTEN, Account, Config, Inventory
+from watcher.sources.registry import SOURCE_KINDS
 from watcher.validation import (
     At,
     Fields,
@@ -35,23 +27,22 @@ from watcher.validation import (
     check_mapping,
     describe,
     duration,
+    http_url,
     iam_glob,
     read_file,
     read_yaml,
+    region,
     text_items,
 )
 
-log = logging.getLogger(__name__)
-
 DEFAULT_STATE = "breakglass-watcher.db"
+DEFAULT_RECORDS = "records"
 DEFAULT_REGIONS = ("us-east-1",)
-LOOKUP_RATE_LIMIT = 2.0  # LookupEvents calls per second AWS allows per account and region
-CLOUDTRAIL_HISTORY = timedelta(days=90)  # how far back LookupEvents can read
-RETENTION_OVERLAPS = 10  # retention must cover this many lookup overlaps at least
 
 _TOP = {
     "rules": Key("str", required=True),
     "state": Key("str"),
+    "records": Key("str"),
     "listen": Key("str"),
     "endpoint_url": Key("str"),
     "regions": Key("list"),
@@ -62,21 +53,6 @@ _TOP = {
     "retention": Key("duration"),
 }
 _ACCOUNT = {"id": Key("account", required=True), "role_arn": Key("str"), "regions": Key("list")}
-_SOURCES = {"eventbridge": Key("mapping"), "lookup": Key("mapping")}
-_EVENTBRIDGE = {
-    "enabled": Key("bool"),
-    "queue_url": Key("str"),
-    "region": Key("str"),
-    "wait_seconds": Key("int"),
-    "max_messages": Key("int"),
-}
-_LOOKUP = {
-    "enabled": Key("bool"),
-    "interval": Key("duration"),
-    "overlap": Key("duration"),
-    "lookback": Key("duration"),
-    "rate_per_second": Key("number"),
-}
 _INVENTORY = {
     "enabled": Key("bool"),
     "interval": Key("duration"),
@@ -85,12 +61,8 @@ _INVENTORY = {
     "max_access_key_age": Key("duration"),
 }
 
-_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
 _ROLE_ARN = re.compile(
     r"arn:aws(?:-cn|-us-gov)?:iam::(\d{12}):role/(?:[!-.0-~]+/)*[\w+=,.@-]{1,64}"
-)
-_SQS_HOST = re.compile(
-    r"sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|([a-z0-9-]+)\.queue\.amazonaws\.com"
 )
 
 
@@ -125,19 +97,19 @@ def parse_config(document: object, *, label: str, base_dir: Path) -> Config:
         raise ConfigError(report.problems)
     regions = _regions(top, "regions", report) or DEFAULT_REGIONS
     accounts = _accounts(top, regions, report)
-    eventbridge, lookup = _sources(top, regions, report)
+    sources = _sources(top, regions, report)
     grace = duration(top, "detection_grace", report, allow_zero=True)
     retention = duration(top, "retention", report)
-    if retention is not None and lookup is not None:
-        _check_retention(retention, lookup, top.at.key("retention"), report)
+    if retention is not None:
+        _check_retention(retention, sources, top.at.key("retention"), report)
     config = Config(
         rules_path=_resolve(base_dir, top.text("rules") or "."),
         state_path=_resolve(base_dir, top.text("state") or DEFAULT_STATE),
+        records_path=_resolve(base_dir, top.text("records") or DEFAULT_RECORDS),
         accounts=accounts,
         listen=_listen(top, report),
-        endpoint_url=_url(top, "endpoint_url", report),
-        eventbridge=eventbridge,
-        lookup=lookup,
+        endpoint_url=http_url(top, "endpoint_url", report),
+        sources=sources,
         inventory=_inventory(top, report),
         detection_grace=timedelta(minutes=30) if grace is None else grace,
         retention=retention or timedelta(days=400),
@@ -152,7 +124,7 @@ def _resolve(base: Path, value: str) -> Path:
 
 
 def _check_paths(top: Fields, report: Report) -> None:
-    for key in ("rules", "state"):
+    for key in ("rules", "state", "records"):
         if top.text(key) == "":
             report.add(top.at.key(key), "is empty; give a path")
         elif "\0" in (top.text(key) or ""):
@@ -162,13 +134,13 @@ def _check_paths(top: Fields, report: Report) -> None:
 def _regions(fields: Fields, key: str, report: Report) -> tuple[str, ...]:
     at = fields.at.key(key)
     regions: list[str] = []
-    for where, region in text_items(fields.items(key), at, report):
-        if not _REGION.fullmatch(region):
-            report.add(where, f"{region!r} is not an AWS region name like us-east-1")
-        elif region in regions:
-            report.add(where, f"{region!r} is listed twice")
+    for where, name in text_items(fields.items(key), at, report):
+        if region(name, where, report) is None:
+            continue
+        if name in regions:
+            report.add(where, f"{name!r} is listed twice")
         else:
-            regions.append(region)
+            regions.append(name)
     if fields.has(key) and not fields.items(key):
         report.add(at, "is empty; list at least one region")
     return tuple(regions)
@@ -210,130 +182,53 @@ def _check_role_arn(arn: str, account: str | None, at: At, report: Report) -> No
         )
 
 
-def _sources(
-    top: Fields, regions: tuple[str, ...], report: Report
-) -> tuple[EventBridgeSource | None, LookupSource | None]:
+def _sources(top: Fields, regions: tuple[str, ...], report: Report) -> dict[str, object]:
+    """The settings of each enabled source, in the table's order."""
     node = top.mapping("sources")
     if node is None:
-        return None, None
-    sources = check_mapping(node, _SOURCES, top.at.key("sources"), report)
-    if sources is None:
-        return None, None
-    eventbridge = _eventbridge(sources, regions, report)
-    lookup = _lookup(sources, report)
-    if eventbridge is None and lookup is None and not _any_enabled(sources):
-        report.add(sources.at, "enable at least one source: eventbridge or lookup")
-    return eventbridge, lookup
+        return {}
+    spec = {key: Key("mapping") for key in SOURCE_KINDS}
+    fields = check_mapping(node, spec, top.at.key("sources"), report)
+    if fields is None:
+        return {}
+    enabled: dict[str, object] = {}
+    for key, kind in SOURCE_KINDS.items():
+        section = fields.mapping(key)
+        if section is None:
+            continue
+        checked = check_mapping(section, kind.spec, fields.at.key(key), report)
+        settings = None if checked is None else kind.parse(checked, regions, report)
+        if settings is not None:
+            enabled[key] = settings
+    if not enabled and not _any_enabled(fields):
+        report.add(fields.at, "enable at least one source: " + " or ".join(SOURCE_KINDS))
+    return enabled
 
 
 def _any_enabled(sources: Fields) -> bool:
     """Whether a source is switched on (even one whose settings have problems)."""
-    for key in _SOURCES:
+    for key in SOURCE_KINDS:
         node = sources.mapping(key)
         if node is not None and node.get("enabled", True) is not False:
             return True
     return False
 
 
-def _eventbridge(
-    sources: Fields, regions: tuple[str, ...], report: Report
-) -> EventBridgeSource | None:
-    node = sources.mapping("eventbridge")
-    if node is None:
-        return None
-    fields = check_mapping(node, _EVENTBRIDGE, sources.at.key("eventbridge"), report)
-    if fields is None:
-        return None
-    queue_url = _url(fields, "queue_url", report)
-    region = fields.text("region")
-    if region is not None and not _REGION.fullmatch(region):
-        report.add(fields.at.key("region"), f"{region!r} is not an AWS region name like us-east-1")
-        region = None
-    url_region = _queue_region(queue_url)
-    if region is not None and url_region is not None and region != url_region:
-        report.add(
-            fields.at.key("region"), f"{region!r} differs from the queue URL's {url_region!r}"
-        )
-    wait = _bounded(fields, "wait_seconds", 1, 20, report)
-    batch = _bounded(fields, "max_messages", 1, 10, report)
-    if not fields.flag("enabled", True):
-        return None
-    if queue_url is None:
-        if not fields.has("queue_url"):
-            report.add(fields.at.key("queue_url"), "is required while eventbridge is enabled")
-        return None
-    return EventBridgeSource(
-        queue_url=queue_url,
-        region=region or url_region or regions[0],
-        wait_seconds=20 if wait is None else wait,
-        max_messages=10 if batch is None else batch,
-    )
-
-
-def _queue_region(url: str | None) -> str | None:
-    """The region in an AWS queue URL's host name (emulators' URLs have none)."""
-    host = urlsplit(url).hostname if url else None
-    found = _SQS_HOST.fullmatch(host or "")
-    return (found.group(1) or found.group(2)) if found else None
-
-
-def _bounded(fields: Fields, key: str, low: int, high: int, report: Report) -> int | None:
-    value = fields.integer(key)
-    if value is not None and not low <= value <= high:
-        report.add(fields.at.key(key), f"{value} is out of range: {low} to {high}")
-        return None
-    return value
-
-
-def _lookup(sources: Fields, report: Report) -> LookupSource | None:
-    node = sources.mapping("lookup")
-    if node is None:
-        return None
-    fields = check_mapping(node, _LOOKUP, sources.at.key("lookup"), report)
-    if fields is None:
-        return None
-    defaults = LookupSource()
-    interval = duration(fields, "interval", report) or defaults.interval
-    overlap = duration(fields, "overlap", report) or defaults.overlap
-    lookback = duration(fields, "lookback", report) or defaults.lookback
-    if lookback > CLOUDTRAIL_HISTORY:
-        report.add(
-            fields.at.key("lookback"),
-            f"{format_duration(lookback)} is longer than the 90d LookupEvents can read back",
-        )
-    rate = fields.number("rate_per_second")
-    if rate is not None and rate <= 0:
-        report.add(fields.at.key("rate_per_second"), f"{rate:g} must be more than 0")
-    elif rate is not None and rate > LOOKUP_RATE_LIMIT:
-        at = fields.at.key("rate_per_second")
-        log.warning(
-            "%s: %s: %g is above the %g calls/s AWS allows LookupEvents per account and "
-            "region; expect throttling",
-            at.file,
-            at.path,
-            rate,
-            LOOKUP_RATE_LIMIT,
-        )
-    if not fields.flag("enabled", True):
-        return None
-    return LookupSource(
-        interval=interval,
-        overlap=overlap,
-        lookback=lookback,
-        rate_per_second=defaults.rate_per_second if rate is None else rate,
-    )
-
-
-def _check_retention(retention: timedelta, lookup: LookupSource, at: At, report: Report) -> None:
-    """Seen event ids must outlive every re-read, or a restart counts old events again."""
-    needed = max(lookup.overlap * RETENTION_OVERLAPS, lookup.lookback)
-    if retention <= needed:
-        report.add(
-            at,
-            f"{format_duration(retention)} is too short: seen event ids must outlive every "
-            f"re-read, so keep them longer than {RETENTION_OVERLAPS} x sources.lookup.overlap "
-            f"and longer than its lookback (more than {format_duration(needed)} here)",
-        )
+def _check_retention(
+    retention: timedelta, sources: dict[str, object], at: At, report: Report
+) -> None:
+    """Stored event ids must outlive what each source reads again (its retention floor)."""
+    for key, settings in sources.items():
+        floor = SOURCE_KINDS[key].retention_floor
+        if floor is None:
+            continue
+        needed, why = floor(settings)
+        if retention <= needed:
+            report.add(
+                at,
+                f"{format_duration(retention)} is too short: {why} "
+                f"(more than {format_duration(needed)} here)",
+            )
 
 
 def _inventory(top: Fields, report: Report) -> Inventory:
@@ -384,17 +279,3 @@ def _listen(top: Fields, report: Report) -> tuple[str, int]:
         report.add(top.at.key("listen"), f"{text!r} is not host:port like 127.0.0.1:9783")
         return DEFAULT_LISTEN
     return host, int(port)
-
-
-def _url(fields: Fields, key: str, report: Report) -> str | None:
-    text = fields.text(key)
-    if text is None:
-        return None
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        parts = urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        report.add(fields.at.key(key), f"{text!r} is not an http(s) URL")
-        return None
-    return text

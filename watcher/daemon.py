@@ -1,9 +1,12 @@
 """The daemon: one asyncio loop, each long-lived job a task of one task group.
 
-Start: load config and rules (refuse to start on errors), open the store, rebuild the metrics
-from it, serve HTTP, then run the sources, the exercise lifecycle, the inventory and pruning.
+A :class:`Daemon` is built from a loaded config and rules (``Daemon.load`` reads them from the
+config file), then run. ``run`` opens the store, rebuilds the metrics from it, serves HTTP (and
+sets ``listening``), then runs the sources, the exercise lifecycle, the inventory and pruning.
 SIGTERM/SIGINT: sources finish the batch in hand (stored before any SQS delete), then exit 0.
 SIGHUP: reload config and rules; a broken reload keeps the last good ones.
+Errors follow ``sources/retry.py``'s policy: store and AWS failures are retried and counted;
+anything else is a bug, logged with its traceback, and the daemon exits 1.
 """
 
 from __future__ import annotations
@@ -12,76 +15,114 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from watcher.aws import AwsClients
+from watcher.calendar import DEFAULT_MONTHS, calendar_span, render_calendar
 from watcher.classify import Classifier
+from watcher.clock import Clock, utc_now
 from watcher.config import load_config
 from watcher.credentials import access_key_ages, check_credentials
 from watcher.errors import ConfigError, StoreError
+from watcher.exercises import history, read_records
 from watcher.http import HttpServer, Readiness
 from watcher.inventory import discover
 from watcher.lifecycle import Lifecycle
-from watcher.metrics import WatcherMetrics
-from watcher.model import Principal, Rules, TrailEvent
+from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
+from watcher.model import Principal, Rules, TrailEvent, Verdict
+from watcher.people import attribute
+from watcher.programme_metrics import ProgrammeMetrics
 from watcher.rules import load_rules
 from watcher.settings import Config
-from watcher.sources.lookup import LookupPoller
-from watcher.sources.sqs import SqsSource
+from watcher.sources.base import Source, SourceContext, SourceLabels
+from watcher.sources.registry import SOURCE_KINDS
+from watcher.sources.retry import RETRYABLE, RateBudgets
+from watcher.store.base import Store
 from watcher.store.sqlite import SqliteStore
+from watcher.waits import wait_any
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
+StoreFactory = Callable[[Path], Store]
 LIFECYCLE_INTERVAL = 5.0
 PRUNE_INTERVAL = 3600.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Daemon:
     """The watcher's running state. ``run`` returns the process exit code."""
 
-    def __init__(self, config_path: Path, *, clock: Clock = utc_now) -> None:
-        self.config_path = config_path
+    def __init__(
+        self,
+        config: Config,
+        rules: Rules,
+        *,
+        store_factory: StoreFactory = SqliteStore,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.config = config
         self.clock = clock
         self.registry = CollectorRegistry()
         self.metrics = WatcherMetrics(self.registry)
+        self.programme_metrics = ProgrammeMetrics(self.registry)
+        self.store = store_factory(config.state_path)
         self.stop = asyncio.Event()
+        self.listening = asyncio.Event()
+        """Set once HTTP listens; ``port`` is then the port bound."""
+        self.port: int | None = None
         self._reload_requested = asyncio.Event()
-        self._last_success: dict[tuple[str, str, str], datetime] = {}
+        self._restart_sources = asyncio.Event()
+        self._budgets = RateBudgets()
+        self._last_success: dict[SourceLabels, datetime] = {}
         # What failed at its last store access ("sink" or a periodic job): /readyz's store
         # check. Each clears on its own next success, so a job whose writes happen to be
         # no-ops cannot hide a failing sink, and a sink that sees no event cannot keep a
         # recovered job failing.
         self._store_failures: set[str] = set()
         self._discovered: tuple[Principal, ...] = ()
+        self._record_problems: set[str] = set()
+        self.sources: list[Source] = self._build_sources()
+        self._set_rules(rules)
+
+    @classmethod
+    def load(
+        cls, config_path: Path, *, store_factory: StoreFactory = SqliteStore, clock: Clock = utc_now
+    ) -> Daemon:
+        """A daemon from the config file at ``config_path`` and its rules (ConfigError if bad)."""
+        config = load_config(config_path)
+        rules = load_rules(config.rules_path)
+        return cls(config, rules, store_factory=store_factory, clock=clock)
 
     # -- start and stop -------------------------------------------------------------------
 
     async def run(self) -> int:
-        self.config = load_config(self.config_path)
-        self._set_rules(load_rules(self.config.rules_path))
-        self.store = SqliteStore(self.config.state_path)
         await self.store.open()
         try:
-            self.metrics.restore(await self.store.totals())
+            totals = await self.store.totals()
+            self.metrics.restore(totals)
+            self.programme_metrics.restore(totals)
             self.metrics.config_reloaded(True)
             http = HttpServer(
-                self.registry, readiness=self.readiness, recent_events=self.store.recent_events
+                self.registry,
+                readiness=self.readiness,
+                recent_events=self.store.recent_events,
+                calendar=self.calendar_ics,
+                exercises=self.exercise_history,
             )
             host, port = self.config.listen
             self.port = await http.start(host, port)
             log.info("listening", extra={"address": f"http://{host}:{self.port}"})
+            self.listening.set()
             try:
                 self._install_signal_handlers()
                 await self._run_tasks()
+            except Exception:
+                log.exception("stopping on an unexpected error (a bug: please report it)")
+                return 1
             finally:
                 await http.stop()
         finally:
@@ -107,19 +148,19 @@ class Daemon:
             tasks.create_task(self._reloads())
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
-        """Run ``job`` now and every ``seconds`` until stopped; a failure is logged, not fatal."""
+        """Run ``job`` now and every ``seconds`` until stopped; store and AWS failures are
+        logged and retried at the next run, anything else propagates."""
         while not self.stop.is_set():
             try:
                 await job()
             except StoreError as exc:
                 self._store_failures.add(job.__name__)
                 log.error("state store failed", extra={"error": str(exc)})
-            except Exception:
-                log.exception("periodic job failed", extra={"job": job.__name__})
+            except RETRYABLE as exc:
+                log.warning("periodic job failed", extra={"job": job.__name__, "error": str(exc)})
             else:
                 self._store_failures.discard(job.__name__)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), seconds)
+            await wait_any(self.stop, seconds=seconds)
 
     # -- rules and reloads ----------------------------------------------------------------
 
@@ -129,9 +170,11 @@ class Daemon:
             principals=rules.principals + self._undeclared(rules),
             exercises=rules.exercises,
             digest=rules.digest,
+            people=rules.people,
         )
         self.classifier = Classifier(watched)
         self.metrics.init_labels(watched, self._source_labels())
+        self.programme_metrics.init(rules)
 
     def _undeclared(self, rules: Rules) -> tuple[Principal, ...]:
         declared = {p.name for p in rules.principals}
@@ -143,19 +186,19 @@ class Daemon:
 
     async def _reloads(self) -> None:
         while not self.stop.is_set():
-            waiter = asyncio.ensure_future(self._reload_requested.wait())
-            stopper = asyncio.ensure_future(self.stop.wait())
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
+            await wait_any(self._reload_requested, self.stop)
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self.reload()
 
     def reload(self) -> bool:
-        """Reload config and rules; on any error keep the last good ones."""
+        """Reload config and rules from the config file; on any error keep the last good ones."""
+        path = self.config.source_file
+        if path is None:
+            log.error("reload ignored: this daemon was not built from a config file")
+            return False
         try:
-            config = load_config(self.config_path)
+            config = load_config(path)
             rules = load_rules(config.rules_path)
         except ConfigError as exc:
             self.metrics.config_reloaded(False)
@@ -166,72 +209,49 @@ class Daemon:
             return False
         sources_changed = _source_settings(config) != _source_settings(self.config)
         self.config = config
+        if sources_changed:
+            self.sources = self._build_sources()
+            self._restart_sources.set()
         self._set_rules(rules)
         self.metrics.config_reloaded(True)
-        if sources_changed:
-            self._restart_sources.set()
         log.info("reloaded", extra={"rules_digest": rules.digest})
         return True
 
     # -- sources --------------------------------------------------------------------------
 
-    def _source_labels(self) -> list[tuple[str, str, str]]:
-        config = getattr(self, "config", None)
-        if config is None:
-            return []
-        labels: list[tuple[str, str, str]] = []
-        if config.eventbridge is not None:
-            labels.append(
-                (
-                    "eventbridge",
-                    _queue_account(config.eventbridge.queue_url),
-                    config.eventbridge.region,
-                )
-            )
-        if config.lookup is not None:
-            labels += [("lookup", a.id, r) for a in config.accounts for r in a.regions]
-        if config.inventory.enabled:
-            labels += [("iam", a.id, "global") for a in config.accounts]
+    def _build_sources(self) -> list[Source]:
+        """The running sources the config asks for (see ``sources/registry.py``)."""
+        context = SourceContext(
+            clients=AwsClients(self.config.endpoint_url),
+            sink=self.sink,
+            observer=self,
+            checkpoints=self.store,
+            principals=lambda: self.watched_principals,
+            clock=self.clock,
+            budgets=self._budgets,
+        )
+        return [
+            source
+            for key, settings in self.config.sources.items()
+            for source in SOURCE_KINDS[key].build(settings, self.config, context)
+        ]
+
+    def _source_labels(self) -> list[SourceLabels]:
+        labels = [source.labels for source in self.sources]
+        if self.config.inventory.enabled:
+            labels += [(INVENTORY_SOURCE, a.id, "global") for a in self.config.accounts]
         return labels
 
     async def _run_sources(self) -> None:
-        """Run every source until stop; restart them all when a reload changed their settings."""
+        """Run every source until stop; restart them all when a reload rebuilt them."""
         while not self.stop.is_set():
-            self._restart_sources = asyncio.Event()
+            self._restart_sources.clear()
             stop_sources = asyncio.Event()
-            clients = AwsClients(self.config.endpoint_url)
             async with asyncio.TaskGroup() as tasks:
-                for source in self._sources(clients):
+                for source in self.sources:
                     tasks.create_task(source.run(stop_sources))
-                waiter = asyncio.ensure_future(self._restart_sources.wait())
-                stopper = asyncio.ensure_future(self.stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                await wait_any(self._restart_sources, self.stop)
                 stop_sources.set()
-
-    def _sources(self, clients: AwsClients) -> list[SqsSource | LookupPoller]:
-        config = self.config
-        sources: list[SqsSource | LookupPoller] = []
-        if config.eventbridge is not None:
-            sources.append(SqsSource(clients, config.eventbridge, self.sink, self))
-        if config.lookup is not None:
-            for account in config.accounts:
-                for region in account.regions:
-                    sources.append(
-                        LookupPoller(
-                            clients,
-                            account,
-                            region,
-                            config.lookup,
-                            principals=lambda: self.watched_principals,
-                            sink=self.sink,
-                            observer=self,
-                            checkpoints=self.store,
-                            clock=self.clock,
-                        )
-                    )
-        return sources
 
     async def sink(
         self, events: Sequence[TrailEvent], source: str, checkpoints: Mapping[str, str]
@@ -246,7 +266,7 @@ class Daemon:
                 self.malformed(source, f"event {event.event_id}", f"cannot classify: {exc}")
                 continue
             if verdict is not None:
-                verdicts.append(verdict)
+                verdicts.append(self._attributed(verdict))
         if not verdicts and not checkpoints:
             return  # no break-glass event: nothing to store (most SQS batches)
         try:
@@ -258,6 +278,8 @@ class Daemon:
         self._store_failures.discard("sink")
         self.metrics.observe(result, source, now)
         for verdict in result.verdicts:
+            if verdict.person is not None:
+                self.programme_metrics.drilled(verdict.person, verdict.event.event_time)
             log.info(
                 "break-glass event",
                 extra={
@@ -265,11 +287,19 @@ class Daemon:
                     "classification": verdict.classification,
                     "outcome": verdict.outcome,
                     "exercise": verdict.exercise,
+                    "person": verdict.person,
                     "event_name": verdict.event.event_name,
                     "event_id": verdict.event.event_id,
                     "source": source,
                 },
             )
+
+    def _attributed(self, verdict: Verdict) -> Verdict:
+        """A drill verdict with the declared person its event shows (``people.py``)."""
+        if verdict.classification != "drill" or not self.rules.people:
+            return verdict
+        person = attribute(verdict.event, verdict.principal, self.rules.people)
+        return verdict if person is None else replace(verdict, person=person)
 
     # SourceObserver
     def success(self, source: str, account: str, region: str) -> None:
@@ -289,10 +319,15 @@ class Daemon:
     async def _lifecycle_tick(self) -> None:
         lifecycle = Lifecycle(self.store, self.metrics, self.config.detection_grace)
         now = self.clock()
-        await lifecycle.tick(self.rules, now)
+        for window, result in await lifecycle.tick(self.rules, now):
+            self.programme_metrics.window_decided(window, result)
         for principal in self.watched_principals:
             first = await self.store.first_seen("principal", principal.name, now)
             self.metrics.set_drill_due(principal, first)
+        await self.store.forget_first_seen("person", [p.name for p in self.rules.people])
+        for person in self.rules.people:
+            listed = await self.store.first_seen("person", person.name, now)
+            self.programme_metrics.listed_since(person.name, listed)
 
     async def _inventory(self) -> None:
         result = await discover(
@@ -303,12 +338,12 @@ class Daemon:
         now = self.clock()
         failed_accounts = {e.account for e in result.errors}
         for error in result.errors:
-            self.metrics.source_error("iam", error.account, "global", error.kind)
+            self.metrics.source_error(INVENTORY_SOURCE, error.account, "global", error.kind)
             log.warning(
                 "IAM inventory failed", extra={"account": error.account, "error": error.message}
             )
         for account in {p.account for p in result.principals} - failed_accounts:
-            self.metrics.source_success("iam", account, "global", now)
+            self.metrics.source_success(INVENTORY_SOURCE, account, "global", now)
         for account in {a.id for a in self.config.accounts} - failed_accounts:
             self.metrics.inventory_unwatched(account, result.truncated.get(account, 0))
         max_age = self.config.inventory.max_access_key_age
@@ -325,35 +360,41 @@ class Daemon:
         if removed:
             log.info("pruned stored events", extra={"removed": removed})
 
+    def calendar_ics(self) -> bytes:
+        """``/calendar.ics``: the exercise windows of the next twelve months."""
+        now = self.clock()
+        after, until = calendar_span(now, DEFAULT_MONTHS)
+        path = self.config.source_file
+        hint = str(path) if path is not None else "CONFIG"
+        return render_calendar(self.rules, after, until, stamp=now, config_hint=hint)
+
+    async def exercise_history(self, limit: int) -> list[dict[str, Any]]:
+        """``/api/exercises``: decided windows, newest first, with people and drill records."""
+        windows = await self.store.exercise_history(limit)
+        records, problems = await asyncio.to_thread(read_records, self.config.records_path)
+        for problem in problems:
+            if problem not in self._record_problems:  # once each, not on every request
+                self._record_problems.add(problem)
+                log.warning("exercise record skipped", extra={"problem": problem})
+        return history(windows, records)
+
     # -- readiness ------------------------------------------------------------------------
 
     def readiness(self) -> Readiness:
+        """Rules loaded, store working, and every running source successful recently."""
         now = self.clock()
         checks = {"rules": True, "store": not self._store_failures}
-        for source, account, region in self._source_labels():
-            if source == "iam":
-                continue
-            last = self._last_success.get((source, account, region))
-            checks[f"{source}:{account}:{region}"] = (
-                last is not None and now - last <= self._staleness(source)
-            )
+        for source in self.sources:
+            last = self._last_success.get(source.labels)
+            checks[":".join(source.labels)] = last is not None and now - last <= source.staleness
         return Readiness(checks)
-
-    def _staleness(self, source: str) -> timedelta:
-        if source == "lookup" and self.config.lookup is not None:
-            return 3 * self.config.lookup.interval + timedelta(minutes=1)
-        return timedelta(minutes=2)
 
 
 def _source_settings(config: Config) -> tuple[object, ...]:
-    return (config.endpoint_url, config.accounts, config.eventbridge, config.lookup)
-
-
-def _queue_account(queue_url: str) -> str:
-    parts = queue_url.rstrip("/").split("/")
-    return parts[-2] if len(parts) >= 2 and parts[-2].isdigit() else "unknown"
+    """What the running sources were built from: a change restarts them."""
+    return (config.endpoint_url, config.accounts, config.sources)
 
 
 def run_daemon(config_path: Path) -> int:
     """Entry point of ``breakglass-watcher run``."""
-    return asyncio.run(Daemon(config_path).run())
+    return asyncio.run(Daemon.load(config_path).run())

@@ -36,7 +36,3 @@ class MalformedEventError(WatcherError):
 
 class StoreError(WatcherError):
     """The state store cannot be read or written."""
-
-
-class SourceError(WatcherError):
-    """An event source (SQS, LookupEvents, IAM) failed in a way retries did not cure."""

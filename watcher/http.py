@@ -1,4 +1,5 @@
-"""The watcher's HTTP endpoints: metrics, liveness, readiness and recent events.
+"""The watcher's HTTP endpoints: metrics, liveness, readiness, recent events, the calendar and
+the exercise history.
 
 ``/metrics`` negotiates the exposition format with the scraper (Prometheus text by default,
 OpenMetrics when asked for), as prometheus_client's own handlers do. Access logs are off: a scrape
@@ -45,7 +46,8 @@ class Readiness:
 
 
 def parse_limit(raw: str | None) -> int:
-    """``/api/events``'s ``limit``: absent → default; else a whole number in 1..MAX."""
+    """``limit`` of ``/api/events`` and ``/api/exercises``: absent → default; else a whole
+    number in 1..MAX."""
     if raw is None:
         return DEFAULT_EVENTS_LIMIT
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_EVENTS_LIMIT:
@@ -64,12 +66,16 @@ class HttpServer:
         recent_events: Callable[[int], Awaitable[list[dict[str, Any]]]],
         max_connections: int = MAX_CONNECTIONS,
         keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+        calendar: Callable[[], bytes] | None = None,
+        exercises: Callable[[int], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self._registry = registry
         self._readiness = readiness
         self._recent_events = recent_events
         self._max_connections = max_connections
         self._keepalive_timeout = keepalive_timeout
+        self._calendar = calendar
+        self._exercises = exercises
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._cap: CappedFactory | None = None
@@ -90,6 +96,10 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/api/events", self._events)
+        if self._calendar is not None:
+            app.router.add_get("/calendar.ics", self._calendar_ics)
+        if self._exercises is not None:
+            app.router.add_get("/api/exercises", self._exercise_history)
         runner = web.AppRunner(
             app,
             access_log=None,
@@ -147,3 +157,21 @@ class HttpServer:
         except StoreError as exc:
             return web.json_response({"error": str(exc)}, status=503)
         return web.json_response(events)
+
+    async def _calendar_ics(self, request: web.Request) -> web.Response:
+        assert self._calendar is not None  # routed only when given
+        # Off the loop: a year of weekly windows of ten exercises takes ~0.4 s to render.
+        body = await asyncio.to_thread(self._calendar)
+        return web.Response(body=body, headers={"Content-Type": "text/calendar; charset=utf-8"})
+
+    async def _exercise_history(self, request: web.Request) -> web.Response:
+        assert self._exercises is not None  # routed only when given
+        try:
+            limit = parse_limit(request.query.get("limit"))
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        try:
+            entries = await self._exercises(limit)
+        except StoreError as exc:
+            return web.json_response({"error": str(exc)}, status=503)
+        return web.json_response(entries)

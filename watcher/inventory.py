@@ -36,14 +36,13 @@ from fnmatch import fnmatchcase
 from itertools import count
 from typing import Any, Literal
 
-import aiohttp
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from watcher.aws import AwsClients
 from watcher.credentials import AccessKey, PrincipalFacts, RoleFacts, RootFacts, UserFacts
 from watcher.model import Principal, Rules
 from watcher.settings import Account, Config
-from watcher.sources.retry import ErrorKind, classify_error
+from watcher.sources.retry import ErrorKind, error_kind
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +98,6 @@ class _AccountScan:
     discovered: list[tuple[_Entity, PrincipalFacts]]
     truncated: int
     kept: dict[str, PrincipalFacts]  # principals kept from earlier runs, by name
-
-
-def error_kind(exc: BaseException) -> ErrorKind | None:
-    """The source-error kind of an AWS client exception; ``None`` for anything else (a bug)."""
-    aws_or_network = ClientError | BotoCoreError | aiohttp.ClientError | OSError | TimeoutError
-    return classify_error(exc) if isinstance(exc, aws_or_network) else None
 
 
 async def discover(

@@ -1,8 +1,9 @@
 """Rule files (``rules/*.yaml``): principals and exercises, validated in two stages.
 
-``parse_rules`` is pure: it takes already-parsed YAML documents and either returns
-:class:`~watcher.model.Rules` or raises one ConfigError listing every problem with its file and
-path. ``load_rules`` reads the files and computes the digest.
+``parse_rules`` reads no files (and the clock only when not given ``now``): it takes
+already-parsed YAML documents and either returns :class:`~watcher.model.Rules` or raises one
+ConfigError listing every problem with its file and path. ``load_rules`` reads the files and
+computes the digest.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from cronsim import CronSim, CronSimError
 
 from watcher.durations import format_duration
 from watcher.errors import ConfigError, Problem
-from watcher.model import Exercise, IPNetwork, Principal, PrincipalKind, Rules
+from watcher.model import Exercise, IPNetwork, Person, Principal, PrincipalKind, Rules
+from watcher.people import check_people, parse_person
 from watcher.schedule import shortest_gap
 from watcher.validation import (
     FIRST_YEAR,
@@ -43,7 +45,7 @@ RULE_SUFFIXES = (".yaml", ".yml")
 GAP_CHECK_HORIZON = timedelta(days=731)
 MAX_DAYS_BETWEEN_DRILLS = 3660  # ten years
 
-_TOP = {"principals": Key("list"), "exercises": Key("list")}
+_TOP = {"principals": Key("list"), "exercises": Key("list"), "people": Key("list")}
 _PRINCIPAL = {
     "name": Key("str", required=True),
     "match": Key("mapping", required=True),
@@ -175,6 +177,7 @@ def _parse(documents: Sequence[tuple[str, object]], now: datetime, *, complete: 
     principals: list[Principal] = []
     exercises: list[Exercise] = []
     references: list[_Reference] = []
+    people: list[tuple[At, Person]] = []
     for label, document in documents:
         at = At(label)
         top = check_mapping(
@@ -196,7 +199,13 @@ def _parse(documents: Sequence[tuple[str, object]], now: datetime, *, complete: 
             )
             if exercise is not None:
                 exercises.append(exercise)
+        for index, node in enumerate(top.items("people")):
+            where = at.key("people").item(index)
+            person = parse_person(node, where, report)
+            if person is not None:
+                people.append((where, person))
     if complete:
+        check_people(people, declared.principals, report)
         kinds = {p.name: p.kind for p in principals}
         for where, name, has_session_name in references:
             if name not in declared.principals:
@@ -211,7 +220,11 @@ def _parse(documents: Sequence[tuple[str, object]], now: datetime, *, complete: 
         if not declared.principals and documents:
             report.add(At(documents[0][0]), "no principals declared in any rule file")
     report.raise_if_any()
-    return Rules(principals=tuple(principals), exercises=tuple(exercises))
+    return Rules(
+        principals=tuple(principals),
+        exercises=tuple(exercises),
+        people=tuple(person for _, person in people),
+    )
 
 
 def _unique(name: str, at: At, seen: dict[str, At], what: str, report: Report) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -16,22 +17,6 @@ class Account:
     id: str
     regions: tuple[str, ...]
     role_arn: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EventBridgeSource:
-    queue_url: str
-    region: str
-    wait_seconds: int = 20
-    max_messages: int = 10
-
-
-@dataclass(frozen=True, slots=True)
-class LookupSource:
-    interval: timedelta = timedelta(minutes=1)
-    overlap: timedelta = timedelta(minutes=20)
-    lookback: timedelta = timedelta(hours=1)
-    rate_per_second: float = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +37,12 @@ class Config:
     accounts: tuple[Account, ...]
     listen: tuple[str, int] = DEFAULT_LISTEN
     endpoint_url: str | None = None
-    eventbridge: EventBridgeSource | None = None
-    lookup: LookupSource | None = None
+    sources: Mapping[str, object] = field(default_factory=dict)
+    """Settings of each enabled event source by config key (``sources.KEY``); the kinds and
+    their settings types are in ``watcher/sources/registry.py``."""
     inventory: Inventory = field(default_factory=Inventory)
     detection_grace: timedelta = timedelta(minutes=30)
     retention: timedelta = timedelta(days=400)
     source_file: Path | None = None
+    records_path: Path = Path("records")
+    """Where ``drill`` writes exercise records and the exercise history reads them."""

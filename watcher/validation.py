@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -30,6 +31,7 @@ _ACCOUNT = re.compile(r"\d{12}")
 MAX_FILE_BYTES = 1024 * 1024  # one config or rule file; a person writes far less
 MAX_DURATION = timedelta(days=36600)  # a hundred years: far beyond any sensible setting
 FIRST_YEAR, LAST_YEAR = 2000, 2100  # the years a date in a rule (or a CloudTrail event) may have
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
 _IAM_GLOB = re.compile(r"[\w+=,.@*?\[\]!-]+", re.ASCII)
 
 
@@ -340,6 +342,38 @@ def read_file(path: Path, label: str) -> bytes:
             [Problem(label, "", f"is larger than {MAX_FILE_BYTES // 1024} KiB; split it up")]
         )
     return data
+
+
+def region(value: str, at: At, report: Report) -> str | None:
+    """``value`` if it is spelled like an AWS region name, else None and a problem."""
+    if _REGION.fullmatch(value):
+        return value
+    report.add(at, f"{_short(value)!r} is not an AWS region name like us-east-1")
+    return None
+
+
+def bounded(fields: Fields, key: str, low: int, high: int, report: Report) -> int | None:
+    """The whole number at ``key`` if present and within ``[low, high]``; problems reported."""
+    value = fields.integer(key)
+    if value is not None and not low <= value <= high:
+        report.add(fields.at.key(key), f"{value} is out of range: {low} to {high}")
+        return None
+    return value
+
+
+def http_url(fields: Fields, key: str, report: Report) -> str | None:
+    """The http(s) URL at ``key`` if present and well formed; problems reported."""
+    text = fields.text(key)
+    if text is None:
+        return None
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        report.add(fields.at.key(key), f"{text!r} is not an http(s) URL")
+        return None
+    return text
 
 
 class _Loader(yaml.SafeLoader):

@@ -1,22 +1,40 @@
-"""What the event sources need from the daemon: somewhere to put events, someone to tell."""
+"""What an event source is, and what the daemon gives it.
+
+A source is one kind of input (``sources.KEY`` in the config) that the daemon runs as one or
+more :class:`Source` tasks. A kind is described by a :class:`SourceKind`: how to validate its
+config section and how to build its running sources; ``registry.py`` maps config keys to kinds.
+Everything else the daemon does with sources (metric label sets, ``/readyz``, restarts on reload)
+is derived from the running :class:`Source` objects. docs/design.md ("Adding an event source")
+walks through adding one.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from watcher.model import TrailEvent
+from watcher.aws import AwsClients
+from watcher.model import Principal, TrailEvent
+from watcher.sources.retry import RateBudgets
+from watcher.validation import Fields, Key, Report
 
-#: ``source`` label values of the two event sources.
-SOURCE_EVENTBRIDGE = "eventbridge"
-SOURCE_LOOKUP = "lookup"
+if TYPE_CHECKING:
+    from watcher.settings import Config
+
+SourceLabels = tuple[str, str, str]
+"""(source, account, region): the labels of one running source in metrics and ``/readyz``."""
+
+Settings = TypeVar("Settings")
 
 
 class EventSink(Protocol):
     """Classifies and stores ``events`` and sets ``checkpoints`` with them, atomically.
 
-    Returns only once everything is stored; raises if it could not be (then the source
-    acknowledges nothing and retries later).
+    Returns only once everything is stored; raises :class:`~watcher.errors.StoreError` if it
+    could not be (then the source acknowledges nothing and retries later).
     """
 
     async def __call__(
@@ -41,3 +59,54 @@ class CheckpointReader(Protocol):
     """Reads a source's persisted checkpoint (the store; the sink writes them)."""
 
     async def checkpoint(self, key: str) -> str | None: ...
+
+
+class Source(Protocol):
+    """One running source task."""
+
+    @property
+    def labels(self) -> SourceLabels:
+        """Its ``(source, account, region)``; every observer call it makes uses these."""
+        ...
+
+    @property
+    def staleness(self) -> timedelta:
+        """How long after its last success ``/readyz`` still counts it as working."""
+        ...
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver events to the sink until ``stop`` is set (the batch in hand is finished)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SourceContext:
+    """What the daemon hands every source it builds."""
+
+    clients: AwsClients
+    sink: EventSink
+    observer: SourceObserver
+    checkpoints: CheckpointReader
+    principals: Callable[[], Sequence[Principal]]
+    """The principals watched now (declared and discovered); changes with reloads."""
+    clock: Callable[[], datetime]
+    budgets: RateBudgets
+    """Rate limits that outlive a restart of the sources (one per account and region...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceKind(Generic[Settings]):
+    """One kind of source: its config section's validation and its running sources.
+
+    ``spec`` lists the keys of its config section ``sources.KEY``; ``parse`` checks what the
+    values mean (``regions``: the config's default regions) and returns the settings, or None
+    when the source is disabled or has problems (reported). ``build`` makes the running
+    sources from the settings.
+    ``retention_floor``, if given, says how long stored event ids must be kept at least for
+    this source's re-reads to stay de-duplicated, and why.
+    """
+
+    spec: Mapping[str, Key]
+    parse: Callable[[Fields, tuple[str, ...], Report], Settings | None]
+    build: Callable[[Settings, Config, SourceContext], Sequence[Source]]
+    retention_floor: Callable[[Settings], tuple[timedelta, str]] | None = None

@@ -13,6 +13,22 @@ account and region, so each poll asks only about the watched principals:
   the first poll reads the assume calls of the last 12 hours to find the keys again.
 - ``EventName=ConsoleLogin``, kept only when it identifies a principal: root sign-ins, and
   failed sign-ins whatever ``Username`` LookupEvents gives them.
+- Sweeps by ``EventName``, kept only when they identify a principal, for what no attribute
+  finds: ``SwitchRole`` (a console switch into a watched role of this account: its ``Username``
+  is the switching user's name, unknown beforehand, and it names no resource); ``AssumeRole``
+  (a *denied* call has ``requestParameters: null`` and no resources: the role is only in
+  ``errorMessage``; recorded in the caller's account, so every account sweeps when any role is
+  watched); ``AssumeRoleWithSAML`` and ``AssumeRoleWithWebIdentity`` (their denied calls, in
+  the role's account); ``AssumeRoot`` (when a root is watched).
+- ``Username`` = the session name of each console session of a watched role (from its
+  ``SwitchRole``): the console session signs with keys no assume response lists, and
+  LookupEvents gives an assumed role's events the session name as ``Username``. Looked up for
+  12 hours, kept only when they identify a principal. Keys issued by ``GetFederationToken`` of a
+  watched user and by ``AssumeRoot`` are followed like role session keys.
+- The followed sessions (keys, console session names) are shared by the pollers of all regions
+  of an account (``Sessions``): the global STS endpoint and console sign-in log in us-east-1,
+  while the session's calls are logged in each region they went to. A poller reads a session
+  it has not read before from the session's start, later ones from its window start.
 - ``Username=root`` when the account's root is watched: the AWS API reference's own example of
   a lookup (``NextToken``: "an AttributeKey of 'Username' with a value of 'root'") shows that
   root's events carry the user name "root".
@@ -36,27 +52,56 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from watcher.aws import AwsClients
-from watcher.events import ASSUME_EVENTS, Malformed, iter_document
+from watcher.clock import Clock, utc_now
+from watcher.durations import format_duration
+from watcher.errors import StoreError
+from watcher.events import ASSUME_EVENTS, ASSUME_ROOT, Malformed, issued_access_key, iter_document
 from watcher.identify import PrincipalIndex, identify, match
 from watcher.model import Principal, TrailEvent
-from watcher.settings import Account, LookupSource
-from watcher.sources.base import SOURCE_LOOKUP, CheckpointReader, EventSink, SourceObserver
-from watcher.sources.retry import Backoff, TokenBucket, classify_error, sleep_or_stop
+from watcher.settings import Account, Config
+from watcher.sources.base import (
+    CheckpointReader,
+    EventSink,
+    Source,
+    SourceContext,
+    SourceKind,
+    SourceLabels,
+    SourceObserver,
+)
+from watcher.sources.retry import (
+    RETRYABLE,
+    Backoff,
+    TokenBucket,
+    classify_error,
+)
+from watcher.validation import Fields, Key, Report, duration
+from watcher.waits import wait_any
 
 log = logging.getLogger(__name__)
 
+#: The ``source`` label of this source.
+NAME = "lookup"
 SESSION_MAX = timedelta(hours=12)
+FEDERATION = "GetFederationToken"
 PAGE_SIZE = 50
+RATE_LIMIT = 2.0  # LookupEvents calls per second AWS allows per account and region
+CLOUDTRAIL_HISTORY = timedelta(days=90)  # how far back LookupEvents can read
+RETENTION_OVERLAPS = 10  # stored event ids must outlive this many overlaps at least
+
+_SPEC = {
+    "enabled": Key("bool"),
+    "interval": Key("duration"),
+    "overlap": Key("duration"),
+    "lookback": Key("duration"),
+    "rate_per_second": Key("number"),
+}
 
 Attribute = tuple[str, str]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class _Stopped(Exception):
@@ -75,39 +120,167 @@ def _role_arns(principal: Principal) -> list[str]:
     return [f"arn:aws:iam::{principal.account}:role/{name}" for name in principal.iam_names]
 
 
-def issued_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
-    """The temporary access key an assume call into a watched role issued, if any."""
-    if event.event_name not in ASSUME_EVENTS or event.error_code:
+def sweeps(principals: Sequence[Principal], account: str) -> list[Attribute]:
+    """The ``EventName`` lookups of ``account``, kept only for events that identify."""
+    roles_here = any(p.kind == "role" and p.account == account for p in principals)
+    any_role = any(p.kind == "role" for p in principals)
+    names = ["ConsoleLogin"]
+    if roles_here:
+        names += ["SwitchRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity"]
+    if any_role:
+        names.append("AssumeRole")  # denied calls are recorded in the caller's account
+    if any(p.kind == "root" for p in principals):
+        names.append(ASSUME_ROOT)
+    return [("EventName", name) for name in sorted(names)]
+
+
+def opened_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
+    """The temporary key a watched principal's session was opened with: an assume call into a
+    watched role, ``AssumeRoot`` of a watched root, ``GetFederationToken`` of a watched user."""
+    if event.error_code or event.event_name not in (*ASSUME_EVENTS, ASSUME_ROOT, FEDERATION):
         return None
     found = match(event, index)
-    if found is None or not found.requested or found.principal.kind != "role":
+    # An assume call opens a session of the role (or root) it asks for; GetFederationToken one
+    # of the acting user.
+    if found is None or found.requested is not (event.event_name != FEDERATION):
         return None
-    response = event.raw.get("responseElements")
-    credentials = response.get("credentials") if isinstance(response, dict) else None
-    key = credentials.get("accessKeyId") if isinstance(credentials, dict) else None
-    return key if isinstance(key, str) and key else None
+    return issued_access_key(event)
+
+
+@dataclass(frozen=True, slots=True)
+class LookupSettings:
+    """``sources.lookup``: how often and how far back each account and region is polled."""
+
+    interval: timedelta = timedelta(minutes=1)
+    overlap: timedelta = timedelta(minutes=20)
+    lookback: timedelta = timedelta(hours=1)
+    rate_per_second: float = 1.5
+
+
+def parse_settings(
+    fields: Fields, regions: tuple[str, ...], report: Report
+) -> LookupSettings | None:
+    """Validate ``sources.lookup``; None when disabled or invalid (problems reported)."""
+    defaults = LookupSettings()
+    interval = duration(fields, "interval", report) or defaults.interval
+    overlap = duration(fields, "overlap", report) or defaults.overlap
+    lookback = duration(fields, "lookback", report) or defaults.lookback
+    if lookback > CLOUDTRAIL_HISTORY:
+        report.add(
+            fields.at.key("lookback"),
+            f"{format_duration(lookback)} is longer than the 90d LookupEvents can read back",
+        )
+    rate = fields.number("rate_per_second")
+    if rate is not None and rate <= 0:
+        report.add(fields.at.key("rate_per_second"), f"{rate:g} must be more than 0")
+    elif rate is not None and rate > RATE_LIMIT:
+        where = fields.at.key("rate_per_second")
+        log.warning(
+            "%s: %s: %g is above the %g calls/s AWS allows LookupEvents per account and "
+            "region; expect throttling",
+            where.file,
+            where.path,
+            rate,
+            RATE_LIMIT,
+        )
+    if not fields.flag("enabled", True):
+        return None
+    return LookupSettings(
+        interval=interval,
+        overlap=overlap,
+        lookback=lookback,
+        rate_per_second=defaults.rate_per_second if rate is None else rate,
+    )
+
+
+def retention_floor(settings: LookupSettings) -> tuple[timedelta, str]:
+    """Seen event ids must outlive every re-read, or a restart counts old events again."""
+    floor = max(settings.overlap * RETENTION_OVERLAPS, settings.lookback)
+    why = (
+        f"seen event ids must outlive every re-read, so keep them longer than "
+        f"{RETENTION_OVERLAPS} x sources.lookup.overlap and longer than its lookback"
+    )
+    return floor, why
+
+
+def build(settings: LookupSettings, config: Config, context: SourceContext) -> list[Source]:
+    """One poller per account and region, each under the budget of its account and region;
+    an account's pollers share the sessions they follow (an assume call logged in one region
+    opens a session whose calls are logged in others)."""
+    pollers: list[Source] = []
+    for account in config.accounts:
+        sessions = Sessions()
+        pollers += [
+            LookupPoller(
+                context.clients,
+                account,
+                region,
+                settings,
+                principals=context.principals,
+                sink=context.sink,
+                observer=context.observer,
+                checkpoints=context.checkpoints,
+                clock=context.clock,
+                bucket=context.budgets.bucket((NAME, account.id, region), settings.rate_per_second),
+                sessions=sessions,
+            )
+            for region in account.regions
+        ]
+    return pollers
+
+
+KIND: SourceKind[LookupSettings] = SourceKind(
+    spec=_SPEC, parse=parse_settings, build=build, retention_floor=retention_floor
+)
+
+
+def console_session(event: TrailEvent, index: PrincipalIndex) -> str | None:
+    """The session name of a console session a ``SwitchRole`` into a watched role opened."""
+    if event.event_name != "SwitchRole" or event.error_code or event.session_name is None:
+        return None
+    found = match(event, index)
+    return event.session_name if found is not None and found.principal.kind == "role" else None
+
+
+@dataclass
+class Sessions:
+    """Sessions of watched principals being followed, shared by one account's pollers:
+    temporary key or console session name -> (opened, latest time it may be used)."""
+
+    keys: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    consoles: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+
+    @staticmethod
+    def add(table: dict[str, tuple[datetime, datetime]], name: str, opened: datetime) -> None:
+        until = opened + SESSION_MAX
+        before = table.get(name)
+        table[name] = (min(opened, before[0]), max(until, before[1])) if before else (opened, until)
+
+    def forget_before(self, start: datetime) -> None:
+        for table in (self.keys, self.consoles):
+            for name in [n for n, (_, until) in table.items() if until < start]:
+                del table[name]
 
 
 class LookupPoller:
     """Polls LookupEvents of one account and region for the watched principals' events."""
-
-    source = SOURCE_LOOKUP
 
     def __init__(
         self,
         clients: AwsClients,
         account: Account,
         region: str,
-        settings: LookupSource,
+        settings: LookupSettings,
         principals: Callable[[], Sequence[Principal]],
         sink: EventSink,
         observer: SourceObserver,
         checkpoints: CheckpointReader,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
         *,
         backoff: Backoff | None = None,
         throttle_backoff: Backoff | None = None,
         bucket: TokenBucket | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         self._clients = clients
         self.account = account
@@ -121,8 +294,12 @@ class LookupPoller:
         self._backoff = backoff or Backoff(base=5, cap=settings.interval.total_seconds())
         self._throttle_backoff = throttle_backoff or Backoff(base=0.5, cap=20)
         self._bucket = bucket or TokenBucket(settings.rate_per_second)
+        self.labels: SourceLabels = (NAME, account.id, region)
+        # Polls come every interval (longer after failures, up to one more interval of backoff).
+        self.staleness = 3 * settings.interval + timedelta(minutes=1)
         self.checkpoint_key = f"lookup:{account.id}:{region}"
-        self._keys: dict[str, datetime] = {}  # temporary key -> latest time it may be used
+        self._sessions = sessions or Sessions()
+        self._read: set[tuple[str, str]] = set()  # sessions this poller has read from their start
         self._keys_recovered = False  # assume calls of the last SESSION_MAX read once
         # Malformed items already counted (digest -> event time): each poll re-reads the
         # overlap, and an item is counted (and logged) once, not at every re-read.
@@ -137,7 +314,7 @@ class LookupPoller:
                     delay = self.settings.interval.total_seconds()
                 else:
                     delay = self._backoff.next_delay()
-                if await sleep_or_stop(stop, delay):
+                if await wait_any(stop, seconds=delay):
                     return
 
     async def _poll(self, cloudtrail: Any, stop: asyncio.Event) -> bool:
@@ -145,7 +322,7 @@ class LookupPoller:
         end = self._clock()
         try:
             start = await self._window_start(end)
-        except Exception as exc:
+        except StoreError as exc:
             log.error("cannot read the lookup checkpoint", extra={"error": str(exc)})
             return False
         principals = list(self._principals())
@@ -157,7 +334,7 @@ class LookupPoller:
             complete = True
         except _Stopped:
             pass
-        except Exception as exc:
+        except RETRYABLE as exc:
             kind = classify_error(exc)
             log.warning(
                 "lookup poll failed",
@@ -168,16 +345,16 @@ class LookupPoller:
                     "region": self.region,
                 },
             )
-            self._observer.error(self.source, self.account.id, self.region, kind)
+            self._observer.error(*self.labels, kind)
         checkpoints = {self.checkpoint_key: end.isoformat()} if complete else {}
         if found or checkpoints:
             try:
-                await self._sink(list(found.values()), self.source, checkpoints)
-            except Exception as exc:
+                await self._sink(list(found.values()), NAME, checkpoints)
+            except StoreError as exc:
                 log.error("sink failed; the poll will be repeated", extra={"error": str(exc)})
                 return False
         if complete:
-            self._observer.success(self.source, self.account.id, self.region)
+            self._observer.success(*self.labels)
         return complete
 
     async def _window_start(self, end: datetime) -> datetime:
@@ -190,7 +367,8 @@ class LookupPoller:
     def _lookups(
         self, principals: Sequence[Principal]
     ) -> tuple[list[Attribute], list[Attribute], list[Attribute]]:
-        """(user and root lookups, role lookups, sign-in sweep) for this account."""
+        """(user and root lookups, role lookups, sweeps kept when they identify) for this
+        account."""
         here = self.account.id
         users = [
             ("Username", name)
@@ -204,7 +382,7 @@ class LookupPoller:
         roles = [
             ("ResourceName", arn) for p in principals if p.kind == "role" for arn in _role_arns(p)
         ]
-        return sorted(set(users)), sorted(set(roles)), [("EventName", "ConsoleLogin")]
+        return sorted(set(users)), sorted(set(roles)), sweeps(principals, here)
 
     async def _read_all(
         self,
@@ -226,19 +404,35 @@ class LookupPoller:
         for attribute in roles:
             for event in await self._lookup(cloudtrail, attribute, keys_from, end, stop):
                 found.setdefault(event.event_id, event)
-                key = issued_key(event, index)
-                if key is not None:
-                    until = event.event_time + SESSION_MAX
-                    self._keys[key] = max(until, self._keys.get(key, until))
         self._keys_recovered = True
-        self._keys = {k: until for k, until in self._keys.items() if until >= start}
-        for key in sorted(self._keys):
-            for event in await self._lookup(cloudtrail, ("AccessKeyId", key), start, end, stop):
-                found.setdefault(event.event_id, event)
         for attribute in sweep:
             for event in await self._lookup(cloudtrail, attribute, start, end, stop):
                 if identify(event, index) is not None:
                     found.setdefault(event.event_id, event)
+        for event in list(found.values()):
+            self._follow(event, index)
+        sessions = self._sessions
+        sessions.forget_before(start)
+        followed = [("AccessKeyId", k, o) for k, (o, _) in sessions.keys.items()] + [
+            ("Username", n, o) for n, (o, _) in sessions.consoles.items()
+        ]
+        for kind, name, opened in sorted(followed):
+            # A session new to this poller (perhaps opened in another region) from its start.
+            since = start if (kind, name) in self._read else max(opened, end - SESSION_MAX)
+            for event in await self._lookup(cloudtrail, (kind, name), min(since, start), end, stop):
+                if kind == "AccessKeyId" or identify(event, index) is not None:
+                    found.setdefault(event.event_id, event)
+            self._read.add((kind, name))
+        self._read &= {(kind, name) for kind, name, _ in followed}
+
+    def _follow(self, event: TrailEvent, index: PrincipalIndex) -> None:
+        """Remember the session ``event`` opens: its issued key, or its console session name."""
+        key = opened_key(event, index)
+        if key is not None:
+            self._sessions.add(self._sessions.keys, key, event.event_time)
+        name = console_session(event, index)
+        if name is not None:
+            self._sessions.add(self._sessions.consoles, name, event.event_time)
 
     async def _lookup(
         self,
@@ -262,15 +456,17 @@ class LookupPoller:
             if stop.is_set():
                 raise _Stopped
             await self._bucket.acquire()
+            if stop.is_set():  # stopped while waiting: a restarted poller may hold the budget
+                raise _Stopped
             try:
                 page = await cloudtrail.lookup_events(
                     **params, **({"NextToken": token} if token else {})
                 )
-            except Exception as exc:
+            except RETRYABLE as exc:
                 if classify_error(exc) != "throttled":
                     raise
-                self._observer.error(self.source, self.account.id, self.region, "throttled")
-                if await sleep_or_stop(stop, self._throttle_backoff.next_delay()):
+                self._observer.error(*self.labels, "throttled")
+                if await wait_any(stop, seconds=self._throttle_backoff.next_delay()):
                     raise _Stopped from exc
                 continue
             self._throttle_backoff.reset()
@@ -279,8 +475,8 @@ class LookupPoller:
             for raw, item in zip(items, iter_document({"Events": items}, where), strict=True):
                 if isinstance(item, Malformed):
                     if self._first_sighting(raw):
-                        self._observer.malformed(self.source, item.where, item.reason)
-                else:
+                        self._observer.malformed(NAME, item.where, item.reason)
+                elif isinstance(item, TrailEvent):  # not a Skipped (Insights) item
                     events.append(item)
             token = page.get("NextToken")
             if not token:

@@ -1,7 +1,12 @@
-"""Rate limiting, backoff and error classification shared by the event sources.
+"""Rate limiting, backoff and the one error policy shared by the sources and the inventory.
 
 Our own retries replace botocore's (clients are made with one attempt) so that every throttle
 and failure is counted in the metrics and the request rate stays under the API's limit.
+
+The error policy: what :data:`RETRYABLE` names (AWS's answers, credentials that could not be
+had, the network) is counted by :func:`classify_error`'s kind and retried with backoff; anything
+else is a bug (a ``TypeError``, botocore's ``ParamValidationError``…), and propagates, so it is
+logged with its traceback and stops the daemon instead of turning into an endless retry.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Literal
 
 import aiohttp
@@ -66,6 +71,20 @@ _AUTH = frozenset(
 )
 
 
+#: Failures that are retried (see the module docstring); every other exception propagates.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    BotoConnectionError,
+    aiohttp.ClientError,
+    OSError,
+    TimeoutError,
+)
+
+
 def classify_code(code: str, status: int | None = None) -> ErrorKind:
     """The error kind of an AWS error code (``status`` 429 is a throttle whatever the code)."""
     if code in _THROTTLED or status == 429:
@@ -76,7 +95,7 @@ def classify_code(code: str, status: int | None = None) -> ErrorKind:
 
 
 def classify_error(exc: BaseException) -> ErrorKind:
-    """Map a botocore/aiohttp exception to the error kind used in metrics and retry decisions."""
+    """The metrics' error kind of an exception (``other`` for what it cannot place)."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -88,6 +107,11 @@ def classify_error(exc: BaseException) -> ErrorKind:
     ):
         return "network"
     return "other"
+
+
+def error_kind(exc: BaseException) -> ErrorKind | None:
+    """The error kind of a retryable failure; None for anything else (a bug: let it raise)."""
+    return classify_error(exc) if isinstance(exc, RETRYABLE) else None
 
 
 class TokenBucket:
@@ -113,11 +137,21 @@ class TokenBucket:
         self._tokens = float(burst)
         self._updated = clock()
 
-    def reserve(self) -> float:
-        """Take a token now; returns how long to wait before using it (0: use it now)."""
+    def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
+
+    def set_rate(self, rate_per_second: float) -> None:
+        """Change the rate from now on; tokens earned (or owed) so far are kept."""
+        if rate_per_second <= 0:
+            raise ValueError("rate_per_second must be > 0")
+        self._refill()
+        self.rate = rate_per_second
+
+    def reserve(self) -> float:
+        """Take a token now; returns how long to wait before using it (0: use it now)."""
+        self._refill()
         self._tokens -= 1
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
@@ -126,6 +160,34 @@ class TokenBucket:
         delay = self.reserve()
         if delay > 0:
             await self._sleep(delay)
+
+
+class RateBudgets:
+    """Token buckets by key (e.g. API, account and region) that outlive the sources using them.
+
+    A reload that restarts the sources must not hand the new ones a fresh, full bucket while the
+    old ones may still make a call: together they would exceed the API's rate. The daemon keeps
+    one ``RateBudgets`` for its lifetime; a changed rate applies to the existing bucket.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._buckets: dict[Hashable, TokenBucket] = {}
+
+    def bucket(self, key: Hashable, rate_per_second: float) -> TokenBucket:
+        """The bucket of ``key``, created at ``rate_per_second`` or set to it."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = TokenBucket(rate_per_second, clock=self._clock, sleep=self._sleep)
+            self._buckets[key] = bucket
+        elif bucket.rate != rate_per_second:
+            bucket.set_rate(rate_per_second)
+        return bucket
 
 
 class Backoff:
@@ -155,14 +217,3 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; returns True at once when ``stop`` is (or becomes) set."""
-    if stop.is_set():
-        return True
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
-    except TimeoutError:
-        return False
-    return True

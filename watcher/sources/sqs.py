@@ -16,20 +16,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 from contextlib import suppress
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from watcher.aws import AwsClients
+from watcher.errors import StoreError
 from watcher.events import Malformed, parse_body
 from watcher.model import TrailEvent
-from watcher.settings import EventBridgeSource
-from watcher.sources.base import SOURCE_EVENTBRIDGE, EventSink, SourceObserver
-from watcher.sources.retry import Backoff, classify_code, classify_error, sleep_or_stop
+from watcher.settings import Config
+from watcher.sources.base import (
+    EventSink,
+    Source,
+    SourceContext,
+    SourceKind,
+    SourceLabels,
+    SourceObserver,
+)
+from watcher.sources.retry import RETRYABLE, Backoff, classify_code, classify_error
+from watcher.validation import Fields, Key, Report, bounded, http_url, region
+from watcher.waits import wait_any
 
 log = logging.getLogger(__name__)
 
+#: The ``source`` label of this source.
+NAME = "eventbridge"
 # Seconds the HTTP read may take beyond the long poll itself.
 _READ_MARGIN = 10
 _DETAIL_PROBLEMS = 3  # problems of one message written to the log
@@ -45,21 +60,89 @@ def summarise(problems: list[str]) -> str:
     return f"{text}; and {more} more" if more > 0 else text
 
 
+# A long poll returns within ``wait_seconds`` (<= 20 s) even on an empty queue.
+_STALENESS = timedelta(minutes=2)
+
+_SQS_HOST = re.compile(
+    r"sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|([a-z0-9-]+)\.queue\.amazonaws\.com"
+)
+_SPEC = {
+    "enabled": Key("bool"),
+    "queue_url": Key("str"),
+    "region": Key("str"),
+    "wait_seconds": Key("int"),
+    "max_messages": Key("int"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EventBridgeSettings:
+    """``sources.eventbridge``: the queue an EventBridge rule sends CloudTrail records to."""
+
+    queue_url: str
+    region: str
+    wait_seconds: int = 20
+    max_messages: int = 10
+
+
 def queue_account(queue_url: str) -> str:
     """The account in a queue URL (``https://sqs.REGION.amazonaws.com/ACCOUNT/NAME``)."""
     parts = [p for p in urlparse(queue_url).path.split("/") if p]
     return parts[-2] if len(parts) >= 2 else "unknown"
 
 
+def _queue_region(url: str | None) -> str | None:
+    """The region in an AWS queue URL's host name (emulators' URLs have none)."""
+    host = urlsplit(url).hostname if url else None
+    found = _SQS_HOST.fullmatch(host or "")
+    return (found.group(1) or found.group(2)) if found else None
+
+
+def parse_settings(
+    fields: Fields, regions: tuple[str, ...], report: Report
+) -> EventBridgeSettings | None:
+    """Validate ``sources.eventbridge``; None when disabled or invalid (problems reported)."""
+    queue_url = http_url(fields, "queue_url", report)
+    name = fields.text("region")
+    own_region = region(name, fields.at.key("region"), report) if name is not None else None
+    url_region = _queue_region(queue_url)
+    if own_region is not None and url_region is not None and own_region != url_region:
+        report.add(
+            fields.at.key("region"), f"{own_region!r} differs from the queue URL's {url_region!r}"
+        )
+    wait = bounded(fields, "wait_seconds", 1, 20, report)
+    batch = bounded(fields, "max_messages", 1, 10, report)
+    if not fields.flag("enabled", True):
+        return None
+    if queue_url is None:
+        if not fields.has("queue_url"):
+            report.add(fields.at.key("queue_url"), "is required while eventbridge is enabled")
+        return None
+    return EventBridgeSettings(
+        queue_url=queue_url,
+        region=own_region or url_region or regions[0],
+        wait_seconds=20 if wait is None else wait,
+        max_messages=10 if batch is None else batch,
+    )
+
+
+def build(settings: EventBridgeSettings, config: Config, context: SourceContext) -> list[Source]:
+    """One reader of the queue."""
+    return [SqsSource(context.clients, settings, context.sink, context.observer)]
+
+
+KIND: SourceKind[EventBridgeSettings] = SourceKind(spec=_SPEC, parse=parse_settings, build=build)
+
+
 class SqsSource:
     """Reads CloudTrail records that an EventBridge rule sends to one SQS queue."""
 
-    source = SOURCE_EVENTBRIDGE
+    staleness = _STALENESS
 
     def __init__(
         self,
         clients: AwsClients,
-        settings: EventBridgeSource,
+        settings: EventBridgeSettings,
         sink: EventSink,
         observer: SourceObserver,
         *,
@@ -70,29 +153,28 @@ class SqsSource:
         self._sink = sink
         self._observer = observer
         self._backoff = backoff or Backoff()
-        self.account = queue_account(settings.queue_url)
-        self.region = settings.region
+        self.labels: SourceLabels = (NAME, queue_account(settings.queue_url), settings.region)
         self._reported: OrderedDict[str, None] = OrderedDict()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; the batch in hand is finished first."""
         client = self._clients.client(
-            "sqs", self.region, read_timeout=self.settings.wait_seconds + _READ_MARGIN
+            "sqs", self.settings.region, read_timeout=self.settings.wait_seconds + _READ_MARGIN
         )
         async with client as sqs:
             while not stop.is_set():
                 try:
                     messages = await self._receive(sqs, stop)
-                except Exception as exc:
+                except RETRYABLE as exc:
                     self._failed("receive", exc)
-                    if await sleep_or_stop(stop, self._backoff.next_delay()):
+                    if await wait_any(stop, seconds=self._backoff.next_delay()):
                         return
                     continue
                 if messages is None:
                     return
-                self._observer.success(self.source, self.account, self.region)
+                self._observer.success(*self.labels)
                 if messages and not await self._process(sqs, messages):
-                    if await sleep_or_stop(stop, self._backoff.next_delay()):
+                    if await wait_any(stop, seconds=self._backoff.next_delay()):
                         return
                     continue
                 self._backoff.reset()
@@ -147,11 +229,11 @@ class SqsSource:
                     },
                 )
             if receives == "1":  # count a message once, not at each redelivery
-                self._observer.malformed(self.source, where, reason)
+                self._observer.malformed(NAME, where, reason)
         if events:
             try:
-                await self._sink(events, self.source, {})
-            except Exception as exc:
+                await self._sink(events, NAME, {})
+            except StoreError as exc:
                 log.error(
                     "sink failed; the batch is left in the queue",
                     extra={"error": str(exc), "messages": len(messages)},
@@ -178,7 +260,7 @@ class SqsSource:
             answer = await sqs.delete_message_batch(
                 QueueUrl=self.settings.queue_url, Entries=entries
             )
-        except Exception as exc:
+        except RETRYABLE as exc:
             self._failed("delete (the messages will be redelivered)", exc)
             return
         for failure in answer.get("Failed", []):
@@ -187,12 +269,12 @@ class SqsSource:
                 "could not delete a stored message; it will be redelivered",
                 extra={"code": code, "reason": failure.get("Message", "")},
             )
-            self._observer.error(self.source, self.account, self.region, classify_code(code))
+            self._observer.error(*self.labels, classify_code(code))
 
-    def _failed(self, what: str, exc: Exception) -> None:
+    def _failed(self, what: str, exc: BaseException) -> None:
         kind = classify_error(exc)
         log.warning(
             f"sqs {what} failed",
             extra={"kind": kind, "error": str(exc), "queue": self.settings.queue_url},
         )
-        self._observer.error(self.source, self.account, self.region, kind)
+        self._observer.error(*self.labels, kind)

@@ -189,24 +189,36 @@ class Daemon:
             await wait_any(self._reload_requested, self.stop)
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
-                self.reload()
+                await self.reload()
 
-    def reload(self) -> bool:
-        """Reload config and rules from the config file; on any error keep the last good ones."""
+    async def reload(self) -> bool:
+        """Reload config and rules from the config file; on any error keep the last good ones.
+
+        Files are read and parsed in a worker thread (a rule file may take seconds), so the
+        loop keeps serving meanwhile. No exception of a reload ends the daemon.
+        """
         path = self.config.source_file
         if path is None:
             log.error("reload ignored: this daemon was not built from a config file")
             return False
         try:
-            config = load_config(path)
-            rules = load_rules(config.rules_path)
+            config, rules = await asyncio.to_thread(_load_files, path)
         except ConfigError as exc:
-            self.metrics.config_reloaded(False)
-            log.error(
+            return self._refuse(
                 "reload failed; keeping the last good config and rules",
-                extra={"problems": [str(p) for p in exc.problems]},
+                [str(p) for p in exc.problems],
             )
-            return False
+        except Exception as exc:  # a loader bug must not end the daemon: report, keep going
+            log.exception("reload failed unexpectedly (a bug: please report it)")
+            return self._refuse(
+                "reload failed; keeping the last good config and rules", [repr(exc)]
+            )
+        fixed = _restart_required(self.config, config)
+        if fixed:
+            return self._refuse(
+                "reload refused: restart required; keeping the last good config and rules",
+                [f"{key} changed; it takes effect only at a restart" for key in fixed],
+            )
         sources_changed = _source_settings(config) != _source_settings(self.config)
         self.config = config
         if sources_changed:
@@ -216,6 +228,11 @@ class Daemon:
         self.metrics.config_reloaded(True)
         log.info("reloaded", extra={"rules_digest": rules.digest})
         return True
+
+    def _refuse(self, message: str, problems: list[str]) -> bool:
+        self.metrics.config_reloaded(False)
+        log.error(message, extra={"problems": problems})
+        return False
 
     # -- sources --------------------------------------------------------------------------
 
@@ -388,6 +405,24 @@ class Daemon:
             last = self._last_success.get(source.labels)
             checks[":".join(source.labels)] = last is not None and now - last <= source.staleness
         return Readiness(checks)
+
+
+def _load_files(path: Path) -> tuple[Config, Rules]:
+    config = load_config(path)
+    return config, load_rules(config.rules_path)
+
+
+def _restart_required(running: Config, loaded: Config) -> list[str]:
+    """The settings a reload changes that the running daemon cannot apply: the state file,
+    the listen address, and whether and how often the inventory runs (its task is started
+    once)."""
+    fixed = {
+        "state": (running.state_path, loaded.state_path),
+        "listen": (running.listen, loaded.listen),
+        "inventory.enabled": (running.inventory.enabled, loaded.inventory.enabled),
+        "inventory.interval": (running.inventory.interval, loaded.inventory.interval),
+    }
+    return [key for key, (was, now) in fixed.items() if was != now]
 
 
 def _source_settings(config: Config) -> tuple[object, ...]:

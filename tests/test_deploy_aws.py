@@ -570,7 +570,9 @@ def test_watcher_policy_scopes_resources() -> None:
     queue_name = load_template(CENTRAL)["Parameters"]["QueueName"]["Default"]
     assert queue_arn.startswith("arn:aws:sqs:") and queue_arn.endswith(f":{queue_name}")
     kms = statement("DecryptQueueMessagesIfSseKms")["Condition"]["StringEquals"]
-    assert kms["kms:EncryptionContext:aws:sqs:arn"] == queue_arn
+    dlq_arn = statement("ConsumeDeadLetterQueueAsSecondChance")["Resource"]
+    assert dlq_arn == f"{queue_arn}-dlq"  # the template's QueueName-dlq
+    assert kms["kms:EncryptionContext:aws:sqs:arn"] == [queue_arn, dlq_arn]
     assert kms["kms:ViaService"].startswith("sqs.")
     reader_name = load_template(READER)["Parameters"]["RoleName"]["Default"]
     assert statement("AssumeReaderRolesOfWatchedAccounts")["Resource"] == (

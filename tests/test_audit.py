@@ -217,11 +217,13 @@ async def test_truncated_discovery_is_reported(
         iam.create_user(UserName=f"emergency-{n:02}")
     report = await audit(config(tmp_path, moto_endpoint), Rules((), ()), now=datetime.now(UTC))
     assert len(report.principals) == 50
-    assert "Discovery truncated:\n  123456789012: 2 more discovered principals not watched" in (
-        format_table(report)
+    assert not report.ok  # a matching principal left unwatched is a failed check
+    assert (
+        "Discovery truncated:\n  FAIL  123456789012: 2 more discovered principals not watched"
+        in format_table(report)
     )
     rows = json.loads(format_json(report))
-    assert rows[-1]["check"] == "discovery" and rows[-1]["ok"]
+    assert rows[-1]["check"] == "discovery" and not rows[-1]["ok"]
 
 
 def test_run_audit_exit_status(tmp_path: Path, moto_endpoint: str, iam: Any) -> None:

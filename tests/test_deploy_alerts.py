@@ -36,6 +36,7 @@ CONTRACT_METRICS = frozenset(
         "breakglass_principal_info",
         "breakglass_credential_check",
         "breakglass_access_key_age_seconds",
+        "breakglass_inventory_unwatched_principals",
         "breakglass_source_up",
         "breakglass_source_last_success_timestamp_seconds",
         "breakglass_source_errors_total",

@@ -474,7 +474,7 @@ def test_queue_policy_admits_only_these_rules_over_tls() -> None:
     resources = load_template(CENTRAL)["Resources"]
     policy = resources["QueuePolicy"]["Properties"]
     assert policy["Queues"] == [{"Ref": "Queue"}, {"Ref": "DeadLetterQueue"}]
-    allow, deny = policy["PolicyDocument"]["Statement"]
+    allow, only_rules, deny = policy["PolicyDocument"]["Statement"]
     assert allow["Effect"] == "Allow"
     assert allow["Principal"] == {"Service": "events.amazonaws.com"}
     assert allow["Action"] == "sqs:SendMessage"
@@ -494,6 +494,24 @@ def test_queue_policy_admits_only_these_rules_over_tls() -> None:
     ]
     assert deny["Effect"] == "Deny"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # Issue 12: principals of the account with sqs:* must not inject records.
+    assert (only_rules["Effect"], only_rules["Principal"], only_rules["Action"]) == (
+        "Deny",
+        "*",
+        "sqs:SendMessage",
+    )
+    assert only_rules["Resource"] == allow["Resource"]
+    assert (
+        only_rules["Condition"]["ArnNotEquals"]["aws:SourceArn"]
+        == (allow["Condition"]["ArnEquals"]["aws:SourceArn"])
+    )
+    assert only_rules["Condition"]["ArnNotLike"] == {
+        "Fn::If": [
+            "HasQueueWriters",
+            {"aws:PrincipalArn": {"Ref": "QueueWriterRoleArns"}},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
 
 
 def test_bus_policies_exist_only_when_forwarding_is_allowed() -> None:
@@ -558,7 +576,9 @@ def test_watcher_policy_scopes_resources() -> None:
     queue_name = load_template(CENTRAL)["Parameters"]["QueueName"]["Default"]
     assert queue_arn.startswith("arn:aws:sqs:") and queue_arn.endswith(f":{queue_name}")
     kms = statement("DecryptQueueMessagesIfSseKms")["Condition"]["StringEquals"]
-    assert kms["kms:EncryptionContext:aws:sqs:arn"] == queue_arn
+    dlq_arn = statement("ConsumeDeadLetterQueueAsSecondChance")["Resource"]
+    assert dlq_arn == f"{queue_arn}-dlq"  # the template's QueueName-dlq
+    assert kms["kms:EncryptionContext:aws:sqs:arn"] == [queue_arn, dlq_arn]
     assert kms["kms:ViaService"].startswith("sqs.")
     reader_name = load_template(READER)["Parameters"]["RoleName"]["Default"]
     assert statement("AssumeReaderRolesOfWatchedAccounts")["Resource"] == (

@@ -59,7 +59,11 @@ DESIGN = {
     "breakglass_config_last_reload_success": ("gauge", set()),
 }
 #: Added since (docs/design.md "Where the code stands apart from the original contract").
-ADDED = {"breakglass_events_malformed_total": ("counter", {"source"})}
+ADDED = {
+    "breakglass_events_malformed_total": ("counter", {"source"}),
+    # {account}, set by each inventory run: no series before the first.
+    "breakglass_inventory_unwatched_principals": ("gauge", set()),
+}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

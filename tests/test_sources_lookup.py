@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -387,3 +388,32 @@ async def test_a_stop_during_a_throttle_wait_ends_the_poll_at_once(
     assert observer.errors == [("lookup", ACCOUNT, "us-east-1", "throttled")]
     assert observer.successes == []
     assert store.batches == []  # nothing read, and the checkpoint did not move
+
+
+async def test_a_clock_jump_never_moves_the_checkpoint_past_cloudtrails_clock(
+    emulator: Emulator, observer: RecordingObserver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12, point 6: a checkpoint taken from a clock that jumped ahead skipped, once the
+    clock was set right, every event between the real time and the jumped one."""
+    emulator.lookup.rate_per_second = 1000
+    real = datetime.now(UTC).replace(microsecond=0)
+    clock = Clock(real)
+    store = MemoryStore()
+    poller = _poller(emulator, store, observer, clock)
+    await _poll_until_success(poller, observer)  # checkpoint: now
+
+    clock.now = real + timedelta(hours=3)  # the local clock jumps three hours ahead
+    with caplog.at_level(logging.WARNING, logger="watcher.sources.lookup"):
+        await _poll_until_success(poller, observer, successes=2)
+    checkpoint = datetime.fromisoformat(store.batches[-1][2][f"lookup:{ACCOUNT}:us-east-1"])
+    assert real <= checkpoint <= datetime.now(UTC)  # CloudTrail's time, not the jumped one
+    assert ("lookup", ACCOUNT, "us-east-1", "other") in observer.errors
+    (warning,) = [r for r in caplog.records if "clock is ahead" in r.message]
+    assert warning.__dict__["ahead_seconds"] >= 3 * 3600 - 60
+
+    # Two hours later by the (still wrong) clock, CloudTrail shows a use from half an hour
+    # after the jump: the window starts at CloudTrail's time, so it is read.
+    emulator.lookup.add(_user_call("Break-Glass-User", "during-jump", real + timedelta(minutes=30)))
+    clock.now = real + timedelta(hours=2)
+    await _poll_until_success(poller, observer, successes=3)
+    assert "during-jump" in store.event_ids

@@ -71,7 +71,8 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        return self.failing == 0 and not self.errors
+        """No failing check, no unreadable account, no matching principal left unwatched."""
+        return self.failing == 0 and not self.errors and not self.truncated
 
 
 def run_audit(config: Config, *, fmt: str, out: TextIO) -> int:
@@ -185,7 +186,7 @@ def format_table(report: AuditReport) -> str:
     if report.truncated:
         lines += ["", "Discovery truncated:"]
         lines += [
-            f"  {account}: {n} more discovered principals not watched"
+            f"  FAIL  {account}: {n} more discovered principals not watched"
             for account, n in report.truncated.items()
         ]
     if report.notes:
@@ -209,7 +210,7 @@ def format_json(report: AuditReport) -> str:
         _row(None, "source", False, f"{e.kind}: {e.message}", e.account) for e in report.errors
     ]
     rows += [
-        _row(None, "discovery", True, f"{n} more discovered principals not watched", account)
+        _row(None, "discovery", False, f"{n} more discovered principals not watched", account)
         for account, n in report.truncated.items()
     ]
     return orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n"

@@ -23,10 +23,16 @@ ROLE_SESSION_NAME = "breakglass-watcher"
 
 # Retries are ours (token bucket + backoff with metrics), so botocore makes one attempt only
 # (``total_max_attempts`` counts the first; ``max_attempts`` would count retries).
+# Every call is bounded: an endpoint that accepts and never answers costs at most
+# CONNECT_TIMEOUT + READ_TIMEOUT, so SIGTERM ends the daemon well within a container's grace
+# period (Docker's default is 10 s). AWS answers these calls in well under a second; only the
+# SQS long poll needs longer, and it asks for its own read timeout (and is abandoned on stop).
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 6.0
 _CLIENT_CONFIG = AioConfig(
     retries={"total_max_attempts": 1, "mode": "standard"},
-    connect_timeout=5,
-    read_timeout=30,
+    connect_timeout=CONNECT_TIMEOUT,
+    read_timeout=READ_TIMEOUT,
 )
 
 

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, replace
 from fnmatch import translate
 
+from watcher.errors import MalformedEventError
 from watcher.events import ASSUME_EVENTS, assumed_role_session, issued_access_key
 from watcher.identify import PrincipalIndex, match
 from watcher.model import Exercise, Outcome, Rules, TrailEvent, Verdict
@@ -133,7 +134,11 @@ class Classifier:
         }
 
     def classify(self, event: TrailEvent) -> Verdict | None:
-        """The verdict on ``event``, or None when it is no break-glass event."""
+        """The verdict on ``event``, or None when it is no break-glass event.
+
+        Raises MalformedEventError (never anything else of its own) for an event whose time
+        no window computation can hold.
+        """
         found = match(event, self._index)
         if found is None:
             return None
@@ -149,7 +154,13 @@ class Classifier:
         key = session_key(event, found.requested)
         rank = copy_rank(event)
         for conditions in self._exercises.get(principal.name, ()):
-            window = self._windows.window_at(conditions.exercise, event.event_time)
+            try:
+                window = self._windows.window_at(conditions.exercise, event.event_time)
+            except (OverflowError, ValueError) as exc:  # normalise() bounds the years already
+                raise MalformedEventError(
+                    f"eventTime {event.event_time.isoformat()} cannot be placed in the windows "
+                    f"of exercise {conditions.exercise.name}: {exc}"
+                ) from None
             if window is not None and conditions.hold(event):
                 return Verdict(
                     event=event,

@@ -29,6 +29,7 @@ from watcher.validation import (
     duration,
     http_url,
     iam_glob,
+    read_file,
     read_yaml,
     region,
     text_items,
@@ -68,11 +69,7 @@ _ROLE_ARN = re.compile(
 def load_config(path: Path) -> Config:
     """Read, validate and resolve the config file at ``path``."""
     label = str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError([Problem(label, "", f"cannot read: {exc.strerror or exc}")]) from None
-    document = read_yaml(data, label)
+    document = read_yaml(read_file(path, label), label)
     base = Path(os.path.abspath(path.parent))
     problems: list[Problem] = []
     try:
@@ -80,7 +77,12 @@ def load_config(path: Path) -> Config:
     except ConfigError as exc:
         problems.extend(exc.problems)
     rules = document.get("rules") if isinstance(document, dict) else None
-    if isinstance(rules, str) and rules and not _resolve(base, rules).exists():
+    if (
+        isinstance(rules, str)
+        and rules
+        and "\0" not in rules
+        and not _resolve(base, rules).exists()
+    ):
         problems.append(Problem(label, "rules", f"{_resolve(base, rules)} does not exist"))
     if problems:
         raise ConfigError(problems)
@@ -125,6 +127,8 @@ def _check_paths(top: Fields, report: Report) -> None:
     for key in ("rules", "state", "records"):
         if top.text(key) == "":
             report.add(top.at.key(key), "is empty; give a path")
+        elif "\0" in (top.text(key) or ""):
+            report.add(top.at.key(key), "contains a NUL character, which no path can hold")
 
 
 def _regions(fields: Fields, key: str, report: Report) -> tuple[str, ...]:

@@ -189,24 +189,36 @@ class Daemon:
             await wait_any(self._reload_requested, self.stop)
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
-                self.reload()
+                await self.reload()
 
-    def reload(self) -> bool:
-        """Reload config and rules from the config file; on any error keep the last good ones."""
+    async def reload(self) -> bool:
+        """Reload config and rules from the config file; on any error keep the last good ones.
+
+        Files are read and parsed in a worker thread (a rule file may take seconds), so the
+        loop keeps serving meanwhile. No exception of a reload ends the daemon.
+        """
         path = self.config.source_file
         if path is None:
             log.error("reload ignored: this daemon was not built from a config file")
             return False
         try:
-            config = load_config(path)
-            rules = load_rules(config.rules_path)
+            config, rules = await asyncio.to_thread(_load_files, path)
         except ConfigError as exc:
-            self.metrics.config_reloaded(False)
-            log.error(
+            return self._refuse(
                 "reload failed; keeping the last good config and rules",
-                extra={"problems": [str(p) for p in exc.problems]},
+                [str(p) for p in exc.problems],
             )
-            return False
+        except Exception as exc:  # a loader bug must not end the daemon: report, keep going
+            log.exception("reload failed unexpectedly (a bug: please report it)")
+            return self._refuse(
+                "reload failed; keeping the last good config and rules", [repr(exc)]
+            )
+        fixed = _restart_required(self.config, config)
+        if fixed:
+            return self._refuse(
+                "reload refused: restart required; keeping the last good config and rules",
+                [f"{key} changed; it takes effect only at a restart" for key in fixed],
+            )
         sources_changed = _source_settings(config) != _source_settings(self.config)
         self.config = config
         if sources_changed:
@@ -216,6 +228,11 @@ class Daemon:
         self.metrics.config_reloaded(True)
         log.info("reloaded", extra={"rules_digest": rules.digest})
         return True
+
+    def _refuse(self, message: str, problems: list[str]) -> bool:
+        self.metrics.config_reloaded(False)
+        log.error(message, extra={"problems": problems})
+        return False
 
     # -- sources --------------------------------------------------------------------------
 
@@ -258,9 +275,15 @@ class Daemon:
     ) -> None:
         """Classify, store, then count: returns only once the batch is durably stored."""
         now = self.clock()
-        verdicts = [
-            self._attributed(v) for e in events if (v := self.classifier.classify(e)) is not None
-        ]
+        verdicts = []
+        for event in events:
+            try:
+                verdict = self.classifier.classify(event)
+            except Exception as exc:  # one record must never fail the batch it came in
+                self.malformed(source, f"event {event.event_id}", f"cannot classify: {exc}")
+                continue
+            if verdict is not None:
+                verdicts.append(self._attributed(verdict))
         if not verdicts and not checkpoints:
             return  # no break-glass event: nothing to store (most SQS batches)
         try:
@@ -324,7 +347,9 @@ class Daemon:
             self.programme_metrics.listed_since(person.name, listed)
 
     async def _inventory(self) -> None:
-        result = await discover(AwsClients(self.config.endpoint_url), self.config, self.rules)
+        result = await discover(
+            AwsClients(self.config.endpoint_url), self.config, self.rules, keep=self._discovered
+        )
         self._discovered = result.discovered
         self._set_rules(self.rules)
         now = self.clock()
@@ -336,6 +361,8 @@ class Daemon:
             )
         for account in {p.account for p in result.principals} - failed_accounts:
             self.metrics.source_success(INVENTORY_SOURCE, account, "global", now)
+        for account in {a.id for a in self.config.accounts} - failed_accounts:
+            self.metrics.inventory_unwatched(account, result.truncated.get(account, 0))
         max_age = self.config.inventory.max_access_key_age
         for principal in result.principals:
             facts = result.facts.get(principal.name)
@@ -378,6 +405,24 @@ class Daemon:
             last = self._last_success.get(source.labels)
             checks[":".join(source.labels)] = last is not None and now - last <= source.staleness
         return Readiness(checks)
+
+
+def _load_files(path: Path) -> tuple[Config, Rules]:
+    config = load_config(path)
+    return config, load_rules(config.rules_path)
+
+
+def _restart_required(running: Config, loaded: Config) -> list[str]:
+    """The settings a reload changes that the running daemon cannot apply: the state file,
+    the listen address, and whether and how often the inventory runs (its task is started
+    once)."""
+    fixed = {
+        "state": (running.state_path, loaded.state_path),
+        "listen": (running.listen, loaded.listen),
+        "inventory.enabled": (running.inventory.enabled, loaded.inventory.enabled),
+        "inventory.interval": (running.inventory.interval, loaded.inventory.interval),
+    }
+    return [key for key, (was, now) in fixed.items() if was != now]
 
 
 def _source_settings(config: Config) -> tuple[object, ...]:

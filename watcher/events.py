@@ -27,6 +27,7 @@ import orjson
 
 from watcher.errors import MalformedEventError, WatcherError
 from watcher.model import TrailEvent
+from watcher.validation import FIRST_YEAR, LAST_YEAR
 
 ASSUME_EVENTS = frozenset({"AssumeRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity"})
 STS_SOURCE = "sts.amazonaws.com"
@@ -93,18 +94,28 @@ def _optional_object(record: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 
 def parse_event_time(value: object) -> datetime:
-    """``eventTime`` (ISO 8601 with ``Z`` or an offset) as an aware UTC datetime."""
+    """``eventTime`` (ISO 8601 with ``Z`` or an offset) as an aware UTC datetime.
+
+    Only the years ``FIRST_YEAR``..``LAST_YEAR`` are accepted: CloudTrail began in 2013, and a
+    time near year 1 or 9999 is no record AWS wrote, but it would overflow every window
+    computation made from it.
+    """
     if type(value) is not str:
         raise _Bad("eventTime is missing or not a string")
     try:
         parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is UTC:  # the usual "...Z"
-            return parsed
-        if parsed.tzinfo is None:
-            raise _Bad(f"eventTime {value[:40]!r} has no UTC offset")
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise _Bad(f"eventTime {value[:40]!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise _Bad(f"eventTime {value[:40]!r} has no UTC offset")
+    if FIRST_YEAR <= parsed.year <= LAST_YEAR and parsed.tzinfo is not UTC:  # "Z": the usual
+        parsed = parsed.astimezone(UTC)
+    if not FIRST_YEAR <= parsed.year <= LAST_YEAR:
+        raise _Bad(
+            f"eventTime {value[:40]!r} is outside the years {FIRST_YEAR}-{LAST_YEAR}: "
+            "no record AWS can produce"
+        )
+    return parsed
 
 
 def _mfa_authenticated(identity: Mapping[str, Any]) -> bool:

@@ -4,23 +4,34 @@ the exercise history.
 ``/metrics`` negotiates the exposition format with the scraper (Prometheus text by default,
 OpenMetrics when asked for), as prometheus_client's own handlers do. Access logs are off: a scrape
 every 15 s would drown the watcher's own log lines.
+
+Limits, so that no peer can starve the process of file descriptors: a connection that sends no
+complete request head within ``keepalive_timeout`` (from connecting, or from its last response)
+is closed; at most ``max_connections`` are open, the oldest closed first to make room; request
+lines and headers are bounded by aiohttp's defaults (8 KiB each, 128 headers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import choose_encoder
 
 from watcher.errors import StoreError, WatcherError
+from watcher.http_limits import CappedFactory
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EVENTS_LIMIT = 100
 MAX_EVENTS_LIMIT = 1000
+MAX_CONNECTIONS = 128  # scrapers, probes and people: a handful; LimitNOFILE leaves room for AWS
+KEEPALIVE_TIMEOUT = 15.0  # seconds to send a request head, on a new or an idle connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +64,30 @@ class HttpServer:
         *,
         readiness: Callable[[], Readiness],
         recent_events: Callable[[int], Awaitable[list[dict[str, Any]]]],
+        max_connections: int = MAX_CONNECTIONS,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT,
         calendar: Callable[[], bytes] | None = None,
         exercises: Callable[[int], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self._registry = registry
         self._readiness = readiness
         self._recent_events = recent_events
+        self._max_connections = max_connections
+        self._keepalive_timeout = keepalive_timeout
         self._calendar = calendar
         self._exercises = exercises
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._cap: CappedFactory | None = None
+        self._evicted = Counter(
+            "breakglass_http_connections_evicted_total",
+            "HTTP connections closed to stay within the connection cap.",
+            registry=registry,
+        )
+
+    @property
+    def open_connections(self) -> int:
+        return self._cap.open_connections if self._cap is not None else 0
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0: any free port); returns the port bound."""
@@ -74,21 +100,40 @@ class HttpServer:
             app.router.add_get("/calendar.ics", self._calendar_ics)
         if self._exercises is not None:
             app.router.add_get("/api/exercises", self._exercise_history)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self._keepalive_timeout,
+        )
         await runner.setup()
+        assert runner.server is not None  # set by setup()
+        self._cap = CappedFactory(runner.server, self._max_connections, self._evict)
         try:
-            await web.TCPSite(runner, host, port).start()
+            # Our own listener rather than a TCPSite: the protocol factory is wrapped.
+            self._listener = await asyncio.get_running_loop().create_server(
+                self._cap, host, port, reuse_address=True
+            )
         except OSError as exc:
             await runner.cleanup()
             raise WatcherError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         self._runner = runner
-        bound: int = runner.addresses[0][1]
+        bound: int = self._listener.sockets[0].getsockname()[1]
         return bound
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # closes the open connections
             self._runner = None
+
+    def _evict(self, limit: int) -> None:
+        self._evicted.inc()
+        log.warning(
+            "HTTP connection cap reached; closed the oldest connection", extra={"cap": limit}
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

@@ -10,7 +10,8 @@ down. Timestamp gauges whose value is unknown are left absent rather than 0, so 
 ``time() - x > …`` cannot fire on a value that only means "never".
 
 ``breakglass_events_malformed_total{source}`` counts input records the source could not read,
-whatever account/region they came from.
+whatever account/region they came from. ``breakglass_inventory_unwatched_principals{account}``
+counts the IAM matches the discovery bound left unwatched, set by each inventory run.
 """
 
 from __future__ import annotations
@@ -214,6 +215,12 @@ class WatcherMetrics:
             buckets=DELAY_BUCKETS,
             registry=r,
         )
+        self.unwatched_gauge = Gauge(
+            "breakglass_inventory_unwatched_principals",
+            "IAM users and roles matching discovery that the per-account bound left unwatched.",
+            ["account"],
+            registry=r,
+        )
         self.rules_info = Gauge(
             "breakglass_rules_info",
             "1, labelled with the loaded rules' digest.",
@@ -379,6 +386,10 @@ class WatcherMetrics:
 
     def malformed(self, source: str) -> None:
         self.malformed_events.labels(source).inc()
+
+    def inventory_unwatched(self, account: str, count: int) -> None:
+        """Matching IAM principals the discovery bound left out in ``account`` (0: none)."""
+        self.unwatched_gauge.labels(account).set(count)
 
     def config_reloaded(self, ok: bool) -> None:
         self.reload_success.set(1 if ok else 0)

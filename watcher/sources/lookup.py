@@ -40,8 +40,12 @@ Each poll reads ``[checkpoint - overlap, now]`` (first poll: ``[now - lookback, 
 same ``StartTime``/``EndTime`` on every page, so ``NextToken`` paging is stable; events reach
 LookupEvents minutes late and several events share a timestamp, so the overlap re-reads and the
 store's dedup absorbs the repeats. The checkpoint moves to the poll's ``EndTime`` only in the
-same sink call that stores the poll's events. A token bucket keeps the call rate; a
-``ThrottlingException`` waits (backoff with jitter) and asks for the same page again, never
+same sink call that stores the poll's events, and never past CloudTrail's own clock (the
+``Date`` of its answers): if the local clock jumps ahead, a checkpoint taken from it would skip
+everything between the real time and the jumped one once the clock is set right. A local clock
+more than ``CLOCK_TOLERANCE`` ahead is logged and counted (error kind ``other``), and the next
+window starts from CloudTrail's time, so it widens by the jump. A token bucket keeps the call
+rate; a ``ThrottlingException`` waits (backoff with jitter) and asks for the same page again, never
 skipping one; any other error ends the poll (events already read are stored, the checkpoint
 stays) and the next poll comes after a backoff.
 """
@@ -51,9 +55,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from watcher.aws import AwsClients
@@ -87,6 +92,7 @@ log = logging.getLogger(__name__)
 #: The ``source`` label of this source.
 NAME = "lookup"
 SESSION_MAX = timedelta(hours=12)
+CLOCK_TOLERANCE = timedelta(minutes=5)  # what AWS request signing tolerates too
 FEDERATION = "GetFederationToken"
 PAGE_SIZE = 50
 RATE_LIMIT = 2.0  # LookupEvents calls per second AWS allows per account and region
@@ -304,6 +310,7 @@ class LookupPoller:
         # Malformed items already counted (digest -> event time): each poll re-reads the
         # overlap, and an item is counted (and logged) once, not at every re-read.
         self._malformed: dict[str, datetime] = {}
+        self._service_now: datetime | None = None  # CloudTrail's clock, earliest this poll
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every ``settings.interval`` until ``stop`` is set."""
@@ -329,6 +336,7 @@ class LookupPoller:
         index = PrincipalIndex(principals)
         found: dict[str, TrailEvent] = {}
         complete = False
+        self._service_now = None
         try:
             await self._read_all(cloudtrail, principals, index, start, end, found, stop)
             complete = True
@@ -346,7 +354,18 @@ class LookupPoller:
                 },
             )
             self._observer.error(*self.labels, kind)
-        checkpoints = {self.checkpoint_key: end.isoformat()} if complete else {}
+        covered = end if self._service_now is None else min(end, self._service_now)
+        if complete and end - covered > CLOCK_TOLERANCE:
+            log.warning(
+                "local clock is ahead of CloudTrail's; the checkpoint follows CloudTrail's",
+                extra={
+                    "ahead_seconds": round((end - covered).total_seconds()),
+                    "account": self.account.id,
+                    "region": self.region,
+                },
+            )
+            self._observer.error(*self.labels, "other")
+        checkpoints = {self.checkpoint_key: covered.isoformat()} if complete else {}
         if found or checkpoints:
             try:
                 await self._sink(list(found.values()), NAME, checkpoints)
@@ -470,6 +489,7 @@ class LookupPoller:
                     raise _Stopped from exc
                 continue
             self._throttle_backoff.reset()
+            self._note_service_time(page)
             items = page.get("Events", [])
             # One result per item, in order.
             for raw, item in zip(items, iter_document({"Events": items}, where), strict=True):
@@ -481,6 +501,19 @@ class LookupPoller:
             token = page.get("NextToken")
             if not token:
                 return events
+
+    def _note_service_time(self, page: Mapping[str, Any]) -> None:
+        """Keep the earliest ``Date`` CloudTrail answered with in this poll."""
+        headers = page.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        try:
+            said = parsedate_to_datetime(str(headers["date"]))
+        except (KeyError, TypeError, ValueError):
+            return  # no Date header: the local clock alone decides, as before
+        if said.tzinfo is None:
+            return
+        said = said.astimezone(UTC)
+        if self._service_now is None or said < self._service_now:
+            self._service_now = said
 
     def _first_sighting(self, raw: Any) -> bool:
         """Whether a malformed item is seen for the first time (by its record's text)."""

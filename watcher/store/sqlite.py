@@ -16,11 +16,12 @@ it is counted like a new event, and the weaker verdict's counts stay: counters n
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 from watcher.clock import iso_z
 from watcher.errors import StoreError
+from watcher.keys import stored_key
 from watcher.model import Classification, Verdict
 from watcher.store.base import (
     EVENT_FIELDS,
@@ -41,6 +43,7 @@ T = TypeVar("T")
 
 # Variables per statement; SQLite builds before 3.32 allow at most 999.
 _CHUNK = 900
+_SIDECARS = ("-wal", "-shm")
 
 #: Schema steps; step ``i`` takes the file from ``PRAGMA user_version`` ``i`` to ``i + 1``.
 #: Append only: never edit a released step.
@@ -286,7 +289,13 @@ class SqliteStore:
         if self.read_only:
             self._open_read_only()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Owner only: SQLite gives its -wal and -shm files the database file's permissions.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for path in (self.path, *(self.path.with_name(self.path.name + s) for s in _SIDECARS)):
+            with suppress(FileNotFoundError):
+                if path.stat().st_mode & 0o077:
+                    path.chmod(0o600)
         # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE.
         self._conn = sqlite3.connect(self.path, isolation_level=None)
         db = self._conn
@@ -424,7 +433,7 @@ class SqliteStore:
         first: dict[tuple[str, str], Classification] = {}
         for v in verdicts:
             if v.session_key is not None:
-                first.setdefault((v.principal, v.session_key), v.classification)
+                first.setdefault((v.principal, stored_key(v.session_key)), v.classification)
         db = self._db
         known: set[tuple[str, str]] = set()
         for chunk in _chunks(sorted({key for _, key in first})):

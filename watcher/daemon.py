@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from watcher.accounts import carry_over, needs_resolving, resolve
 from watcher.aws import AwsClients
 from watcher.calendar import DEFAULT_MONTHS, calendar_span, render_calendar
 from watcher.classify import Classifier
@@ -38,7 +39,7 @@ from watcher.model import Principal, Rules, TrailEvent, Verdict
 from watcher.people import attribute
 from watcher.programme_metrics import ProgrammeMetrics
 from watcher.rules import load_rules
-from watcher.settings import Config
+from watcher.settings import Account, Config
 from watcher.sources.base import Source, SourceContext, SourceLabels
 from watcher.sources.registry import SOURCE_KINDS
 from watcher.sources.retry import RETRYABLE, RateBudgets
@@ -85,6 +86,10 @@ class Daemon:
         self._store_failures: set[str] = set()
         self._discovered: tuple[Principal, ...] = ()
         self._record_problems: set[str] = set()
+        # The accounts watched: the config's, then resolved (organization, regions: all).
+        self._accounts: tuple[Account, ...] = config.accounts
+        self._resolve_requested = asyncio.Event()
+        self._aws: AwsClients | None = None
         self.sources: list[Source] = self._build_sources()
         self._set_rules(rules)
 
@@ -146,6 +151,7 @@ class Daemon:
                     self._every(self.config.inventory.interval.total_seconds(), self._inventory)
                 )
             tasks.create_task(self._reloads())
+            tasks.create_task(self._resolving())
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         """Run ``job`` now and every ``seconds`` until stopped; store and AWS failures are
@@ -208,8 +214,12 @@ class Daemon:
             )
             return False
         sources_changed = _source_settings(config) != _source_settings(self.config)
+        accounts_changed = _account_settings(config) != _account_settings(self.config)
         self.config = config
-        if sources_changed:
+        if accounts_changed:
+            self._accounts = carry_over(config.accounts, {a.id: a for a in self._accounts})
+            self._resolve_requested.set()
+        if sources_changed or accounts_changed:
             self.sources = self._build_sources()
             self._restart_sources.set()
         self._set_rules(rules)
@@ -217,12 +227,58 @@ class Daemon:
         log.info("reloaded", extra={"rules_digest": rules.digest})
         return True
 
+    @property
+    def _clients(self) -> AwsClients:
+        """One client factory (and so one cached session per role) while the endpoint stays."""
+        if self._aws is None or self._aws.endpoint_url != self.config.endpoint_url:
+            self._aws = AwsClients(self.config.endpoint_url)
+        return self._aws
+
+    # -- accounts -------------------------------------------------------------------------
+
+    @property
+    def watching(self) -> Config:
+        """The config with the accounts watched now (see ``accounts.py``)."""
+        return replace(self.config, accounts=self._accounts)
+
+    async def _resolving(self) -> None:
+        """Resolve the accounts now, every ``organization.refresh`` and after a reload."""
+        while not self.stop.is_set():
+            self._resolve_requested.clear()
+            if needs_resolving(self.config):
+                await self._resolve_accounts()
+            refresh = self.config.organization.refresh if self.config.organization else None
+            seconds = refresh.total_seconds() if refresh else None
+            await wait_any(self._resolve_requested, self.stop, seconds=seconds)
+
+    async def _resolve_accounts(self) -> None:
+        result = await resolve(self._clients, self.config, {a.id: a for a in self._accounts})
+        for problem in result.problems:
+            self.metrics.source_error(problem.source, problem.account, "global", problem.kind)
+            log.warning(
+                "cannot resolve accounts",
+                extra={
+                    "source": problem.source,
+                    "account": problem.account,
+                    "error": problem.message,
+                },
+            )
+        if result.accounts == self._accounts:
+            return
+        added = sorted({a.id for a in result.accounts} - {a.id for a in self._accounts})
+        dropped = sorted({a.id for a in self._accounts} - {a.id for a in result.accounts})
+        log.info("watched accounts changed", extra={"added": added, "dropped": dropped})
+        self._accounts = result.accounts
+        self.sources = self._build_sources()
+        self._set_rules(self.rules)
+        self._restart_sources.set()
+
     # -- sources --------------------------------------------------------------------------
 
     def _build_sources(self) -> list[Source]:
         """The running sources the config asks for (see ``sources/registry.py``)."""
         context = SourceContext(
-            clients=AwsClients(self.config.endpoint_url),
+            clients=self._clients,
             sink=self.sink,
             observer=self,
             checkpoints=self.store,
@@ -233,13 +289,13 @@ class Daemon:
         return [
             source
             for key, settings in self.config.sources.items()
-            for source in SOURCE_KINDS[key].build(settings, self.config, context)
+            for source in SOURCE_KINDS[key].build(settings, self.watching, context)
         ]
 
     def _source_labels(self) -> list[SourceLabels]:
         labels = [source.labels for source in self.sources]
         if self.config.inventory.enabled:
-            labels += [(INVENTORY_SOURCE, a.id, "global") for a in self.config.accounts]
+            labels += [(INVENTORY_SOURCE, a.id, "global") for a in self._accounts]
         return labels
 
     async def _run_sources(self) -> None:
@@ -324,7 +380,7 @@ class Daemon:
             self.programme_metrics.listed_since(person.name, listed)
 
     async def _inventory(self) -> None:
-        result = await discover(AwsClients(self.config.endpoint_url), self.config, self.rules)
+        result = await discover(self._clients, self.watching, self.rules)
         self._discovered = result.discovered
         self._set_rules(self.rules)
         now = self.clock()
@@ -382,7 +438,12 @@ class Daemon:
 
 def _source_settings(config: Config) -> tuple[object, ...]:
     """What the running sources were built from: a change restarts them."""
-    return (config.endpoint_url, config.accounts, config.sources)
+    return (config.endpoint_url, config.sources)
+
+
+def _account_settings(config: Config) -> tuple[object, ...]:
+    """What the watched accounts are resolved from: a change resolves them again."""
+    return (config.endpoint_url, config.accounts, config.organization)
 
 
 def run_daemon(config_path: Path) -> int:

@@ -38,6 +38,7 @@ from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
 from watcher.model import Principal, Rules, TrailEvent, Verdict
 from watcher.people import attribute
 from watcher.programme_metrics import ProgrammeMetrics
+from watcher.readiness import source_checks
 from watcher.rules import load_rules
 from watcher.settings import Account, Config
 from watcher.sources.base import Source, SourceContext, SourceLabels
@@ -427,13 +428,15 @@ class Daemon:
     # -- readiness ------------------------------------------------------------------------
 
     def readiness(self) -> Readiness:
-        """Rules loaded, store working, and every running source successful recently."""
+        """Rules loaded, store working, and the running sources successful recently
+        (``readiness.py``: a few failing accounts of many do not make it unready)."""
         now = self.clock()
         checks = {"rules": True, "store": not self._store_failures}
+        fresh = {}
         for source in self.sources:
             last = self._last_success.get(source.labels)
-            checks[":".join(source.labels)] = last is not None and now - last <= source.staleness
-        return Readiness(checks)
+            fresh[source.labels] = last is not None and now - last <= source.staleness
+        return Readiness(checks | source_checks(fresh))
 
 
 def _source_settings(config: Config) -> tuple[object, ...]:

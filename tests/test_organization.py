@@ -205,14 +205,14 @@ async def test_resolve_lists_the_organization_and_its_enabled_regions(
     ]
 
 
-def _org_config(folder: Path, endpoint_url: str, member: str) -> Path:
+def _org_config(folder: Path, endpoint_url: str) -> Path:
     (folder / "rules").mkdir()
     (folder / "rules" / "rules.yaml").write_text(
-        f"""
+        """
 principals:
   - name: bg-user
-    match: {{user_name: break-glass-admin}}
-    account: "{member}"
+    match: {user_name: break-glass-admin}
+    account: any
 """
     )
     config = folder / "config.yaml"
@@ -233,7 +233,8 @@ inventory: {{enabled: false}}
 async def test_daemon_watches_the_organization_and_picks_up_a_new_account(
     emulator: Emulator, organization: tuple[str, list[str]], tmp_path: Path
 ) -> None:
-    """Every member is polled through its read role; a break-glass use in a member is found;
+    """Every member is polled through its read role; a break-glass use in a member is found
+    by the org-wide rule;
     an account created while running is polled without a restart; the member whose read role
     is missing fails alone while the others keep succeeding."""
     management, created = organization
@@ -248,19 +249,21 @@ async def test_daemon_watches_the_organization_and_picks_up_a_new_account(
             event_id="org-use-1",
         )
     )
-    daemon = Daemon.load(_org_config(tmp_path, emulator.endpoint_url, working))
+    daemon = Daemon.load(_org_config(tmp_path, emulator.endpoint_url))
     task = asyncio.create_task(daemon.run())
     try:
         await asyncio.wait_for(daemon.listening.wait(), 20)
 
-        async def stored() -> list[str]:
-            return [e["event_id"] for e in await daemon.store.recent_events(10)]
+        async def stored() -> list[tuple[str, str]]:
+            return [(e["event_id"], e["principal"]) for e in await daemon.store.recent_events(10)]
 
+        # The org-wide rule (account: any) names the member's own principal.
+        use = ("org-use-1", f"bg-user@{working}")
         for _ in range(200):
-            if "org-use-1" in await stored():
+            if use in await stored():
                 break
             await asyncio.sleep(0.1)
-        assert "org-use-1" in await stored()
+        assert use in await stored()
         polled = {s.labels[1] for s in daemon.sources}
         assert polled == {management, *created}
 

@@ -36,6 +36,7 @@ from watcher.inventory import discover
 from watcher.lifecycle import Lifecycle
 from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
 from watcher.model import Principal, Rules, TrailEvent, Verdict
+from watcher.org_principals import expand
 from watcher.people import attribute
 from watcher.programme_metrics import ProgrammeMetrics
 from watcher.readiness import source_checks
@@ -172,6 +173,9 @@ class Daemon:
     # -- rules and reloads ----------------------------------------------------------------
 
     def _set_rules(self, rules: Rules) -> None:
+        self._loaded_rules = rules
+        # account: any principals, one per watched account (org_principals.py).
+        rules = expand(rules, [a.id for a in self._accounts])
         self.rules = rules
         watched = Rules(
             principals=rules.principals + self._undeclared(rules),
@@ -271,7 +275,7 @@ class Daemon:
         log.info("watched accounts changed", extra={"added": added, "dropped": dropped})
         self._accounts = result.accounts
         self.sources = self._build_sources()
-        self._set_rules(self.rules)
+        self._set_rules(self._loaded_rules)
         self._restart_sources.set()
 
     # -- sources --------------------------------------------------------------------------
@@ -383,7 +387,7 @@ class Daemon:
     async def _inventory(self) -> None:
         result = await discover(self._clients, self.watching, self.rules)
         self._discovered = result.discovered
-        self._set_rules(self.rules)
+        self._set_rules(self._loaded_rules)
         now = self.clock()
         failed_accounts = {e.account for e in result.errors}
         for error in result.errors:

@@ -235,7 +235,7 @@ class WatcherMetrics:
     def init_labels(self, rules: Rules, sources: Sequence[SourceLabels]) -> None:
         """Expose every label set of ``rules`` and ``sources`` (counters at their totals, else 0)
         and drop those of principals, exercises and sources no longer there."""
-        gone = {p for p in self._principals if rules.principal(p) is None}
+        gone = set(self._principals) - {p.name for p in rules.principals}
         self._principals = {p.name: p for p in rules.principals}
         for metric in (self.drill_due, self.credential_check, self.access_key_age):
             for name in gone:

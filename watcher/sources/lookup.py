@@ -6,8 +6,10 @@ account and region, so each poll asks only about the watched principals:
 - ``Username`` = each IAM user principal's name: the user's own calls, including its
   ``ConsoleLogin`` (a failed one carries the user name too) and the console sessions of roles it
   switches into (their session name is the user's name).
-- ``ResourceName`` = each role principal's ARN: the role is a resource of every ``AssumeRole*``
-  call into it, whoever calls and whether it succeeds. (``Username`` would name the caller.)
+- ``ResourceName`` = the ARN of each role principal of this account: the role is a resource of
+  every ``AssumeRole*`` call into it, whoever calls and whether it succeeds. (``Username`` would
+  name the caller.) The copy logged in a caller's other account is found by the ``AssumeRole``
+  sweep there, so a poll's lookups do not grow with the number of accounts watched.
 - ``AccessKeyId`` = each temporary key those assume calls issued: what each session did. A key
   is looked up until 12 hours (the longest role session) after its assume call; after a restart
   the first poll reads the assume calls of the last 12 hours to find the keys again.
@@ -378,9 +380,14 @@ class LookupPoller:
         ]
         if any(p.kind == "root" and p.account == here for p in principals):
             users.append(("Username", "root"))
-        # Roles of every account: the caller's account records its copy of the assume call.
+        # Roles of this account: a caller in another account has its copy of the assume call
+        # found there by the AssumeRole sweep, so the lookups stay per account however many
+        # accounts watch the same role (account: any).
         roles = [
-            ("ResourceName", arn) for p in principals if p.kind == "role" for arn in _role_arns(p)
+            ("ResourceName", arn)
+            for p in principals
+            if p.kind == "role" and p.account == here
+            for arn in _role_arns(p)
         ]
         return sorted(set(users)), sorted(set(roles)), sweeps(principals, here)
 

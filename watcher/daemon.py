@@ -41,6 +41,7 @@ from watcher.people import attribute
 from watcher.programme_metrics import ProgrammeMetrics
 from watcher.readiness import source_checks
 from watcher.rules import load_rules
+from watcher.scheduling import PollScheduler
 from watcher.settings import Account, Config
 from watcher.sources.base import Source, SourceContext, SourceLabels
 from watcher.sources.registry import SOURCE_KINDS
@@ -80,6 +81,7 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         self._restart_sources = asyncio.Event()
         self._budgets = RateBudgets()
+        self._scheduler = PollScheduler()
         self._last_success: dict[SourceLabels, datetime] = {}
         # What failed at its last store access ("sink" or a periodic job): /readyz's store
         # check. Each clears on its own next success, so a job whose writes happen to be
@@ -290,6 +292,7 @@ class Daemon:
             principals=lambda: self.watched_principals,
             clock=self.clock,
             budgets=self._budgets,
+            scheduler=self._scheduler,
         )
         return [
             source

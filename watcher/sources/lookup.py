@@ -65,6 +65,7 @@ from watcher.errors import StoreError
 from watcher.events import ASSUME_EVENTS, ASSUME_ROOT, Malformed, issued_access_key, iter_document
 from watcher.identify import PrincipalIndex, identify, match
 from watcher.model import Principal, TrailEvent
+from watcher.scheduling import PollScheduler, spread
 from watcher.settings import Account, Config
 from watcher.sources.base import (
     CheckpointReader,
@@ -225,6 +226,7 @@ def build(settings: LookupSettings, config: Config, context: SourceContext) -> l
                 clock=context.clock,
                 bucket=context.budgets.bucket((NAME, account.id, region), settings.rate_per_second),
                 sessions=sessions,
+                scheduler=context.scheduler,
             )
             for region in account.regions
         ]
@@ -283,6 +285,7 @@ class LookupPoller:
         throttle_backoff: Backoff | None = None,
         bucket: TokenBucket | None = None,
         sessions: Sessions | None = None,
+        scheduler: PollScheduler | None = None,
     ) -> None:
         self._clients = clients
         self.account = account
@@ -301,6 +304,7 @@ class LookupPoller:
         self.staleness = 3 * settings.interval + timedelta(minutes=1)
         self.checkpoint_key = f"lookup:{account.id}:{region}"
         self._sessions = sessions or Sessions()
+        self._scheduler = scheduler
         self._read: set[tuple[str, str]] = set()  # sessions this poller has read from their start
         self._keys_recovered = False  # assume calls of the last SESSION_MAX read once
         # Malformed items already counted (digest -> event time): each poll re-reads the
@@ -308,12 +312,23 @@ class LookupPoller:
         self._malformed: dict[str, datetime] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll every ``settings.interval`` until ``stop`` is set."""
+        """Poll every ``settings.interval`` until ``stop`` is set; with a scheduler the first
+        poll comes at this poller's offset within the interval, at most the scheduler's
+        concurrency of polls run at once, and each wait has a little jitter."""
+        interval = self.settings.interval.total_seconds()
+        scheduler = self._scheduler
+        if scheduler is not None and await wait_any(stop, seconds=spread(self.labels, interval)):
+            return
         async with self._clients.client("cloudtrail", self.region, self.account) as cloudtrail:
             while not stop.is_set():
-                if await self._poll(cloudtrail, stop):
+                if scheduler is None:
+                    done = await self._poll(cloudtrail, stop)
+                else:
+                    async with scheduler.slot():
+                        done = await self._poll(cloudtrail, stop)
+                if done:
                     self._backoff.reset()
-                    delay = self.settings.interval.total_seconds()
+                    delay = interval if scheduler is None else scheduler.next_wait(interval)
                 else:
                     delay = self._backoff.next_delay()
                 if await wait_any(stop, seconds=delay):

@@ -63,6 +63,10 @@ class AwsClients:
         if cached is not None:
             return cached
         session = get_session()
+        # Service models are the bulk of a session's memory: every role's session reads them
+        # through the one loader (and its cache) of the base session.
+        for shared in ("data_loader", "endpoint_resolver"):
+            session.register_component(shared, self._session.get_component(shared))
 
         async def refresh() -> dict[str, str]:
             async with self._session.create_client(

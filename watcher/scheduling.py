@@ -1,28 +1,22 @@
 """Many periodic pollers on one loop: bounded concurrency and jitter.
 
-An organization is thousands of account-region pollers. Started together they would all poll
-in the same second every interval; the scheduler spreads their first polls over one interval
-(an offset fixed by the poller's labels, so a restart keeps the spread) and adds a little
-random jitter to each later wait, and lets at most ``concurrency`` polls run at once (each
-still paced by its own account and region's token bucket).
+An organization is thousands of account-region pollers. At most ``concurrency`` polls run at
+once (each still paced by its own account and region's token bucket), so the first round is
+spread by the gate itself: pollers poll as slots free up, as fast as the bound allows, and none
+waits longer than needed (a single account is ready at once). Each later wait is the interval
+with a little random jitter, so pollers that finished together drift apart instead of staying
+in step.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 DEFAULT_CONCURRENCY = 64
 JITTER = 0.05  # each wait is the interval ± 5 %
-
-
-def spread(labels: Sequence[str], interval: float) -> float:
-    """The first poll's offset in ``[0, interval)``, the same for the same labels."""
-    digest = hashlib.sha256("\x00".join(labels).encode()).digest()
-    return interval * int.from_bytes(digest[:8], "big") / 2**64
 
 
 class PollScheduler:

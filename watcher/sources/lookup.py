@@ -65,7 +65,7 @@ from watcher.errors import StoreError
 from watcher.events import ASSUME_EVENTS, ASSUME_ROOT, Malformed, issued_access_key, iter_document
 from watcher.identify import PrincipalIndex, identify, match
 from watcher.model import Principal, TrailEvent
-from watcher.scheduling import PollScheduler, spread
+from watcher.scheduling import PollScheduler
 from watcher.settings import Account, Config
 from watcher.sources.base import (
     CheckpointReader,
@@ -312,13 +312,10 @@ class LookupPoller:
         self._malformed: dict[str, datetime] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll every ``settings.interval`` until ``stop`` is set; with a scheduler the first
-        poll comes at this poller's offset within the interval, at most the scheduler's
-        concurrency of polls run at once, and each wait has a little jitter."""
+        """Poll every ``settings.interval`` until ``stop`` is set; with a scheduler at most its
+        concurrency of polls run at once and each wait has a little jitter."""
         interval = self.settings.interval.total_seconds()
         scheduler = self._scheduler
-        if scheduler is not None and await wait_any(stop, seconds=spread(self.labels, interval)):
-            return
         async with self._clients.client("cloudtrail", self.region, self.account) as cloudtrail:
             while not stop.is_set():
                 if scheduler is None:

@@ -287,3 +287,17 @@ async def test_daemon_watches_the_organization_and_picks_up_a_new_account(
     finally:
         daemon.stop.set()
         assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_unready_until_the_organization_is_listed(emulator: Emulator, tmp_path: Path) -> None:
+    """No organization to list (moto: not in use): no accounts, so not ready; listed: ready."""
+    daemon = Daemon.load(_org_config(tmp_path, emulator.endpoint_url))
+    await daemon._resolve_accounts()
+    assert daemon.readiness().checks["organization"] is False
+    assert daemon.sources == []
+    boto3.client(
+        "organizations", region_name="us-east-1", endpoint_url=emulator.endpoint_url
+    ).create_organization(FeatureSet="ALL")
+    await daemon._resolve_accounts()
+    assert daemon.readiness().checks["organization"] is True
+    assert [s.labels[0] for s in daemon.sources] == ["lookup"]

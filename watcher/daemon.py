@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from watcher.accounts import carry_over, needs_resolving, resolve
+from watcher.accounts import ORGANIZATION_SOURCE, carry_over, needs_resolving, resolve
 from watcher.aws import AwsClients
 from watcher.calendar import DEFAULT_MONTHS, calendar_span, render_calendar
 from watcher.classify import Classifier
@@ -42,7 +42,7 @@ from watcher.programme_metrics import ProgrammeMetrics
 from watcher.readiness import source_checks
 from watcher.rules import load_rules
 from watcher.scheduling import PollScheduler
-from watcher.settings import Account, Config
+from watcher.settings import Account, Config, Organization
 from watcher.sources.base import Source, SourceContext, SourceLabels
 from watcher.sources.registry import SOURCE_KINDS
 from watcher.sources.retry import RETRYABLE, RateBudgets
@@ -93,6 +93,7 @@ class Daemon:
         # The accounts watched: the config's, then resolved (organization, regions: all).
         self._accounts: tuple[Account, ...] = config.accounts
         self._resolve_requested = asyncio.Event()
+        self._accounts_resolved = False
         self._aws: AwsClients | None = None
         self.sources: list[Source] = self._build_sources()
         self._set_rules(rules)
@@ -254,12 +255,13 @@ class Daemon:
             self._resolve_requested.clear()
             if needs_resolving(self.config):
                 await self._resolve_accounts()
-            refresh = self.config.organization.refresh if self.config.organization else None
-            seconds = refresh.total_seconds() if refresh else None
-            await wait_any(self._resolve_requested, self.stop, seconds=seconds)
+            # regions: all of listed accounts is read again as often as an organization's.
+            refresh = (self.config.organization or Organization(role_name="")).refresh
+            await wait_any(self._resolve_requested, self.stop, seconds=refresh.total_seconds())
 
     async def _resolve_accounts(self) -> None:
         result = await resolve(self._clients, self.config, {a.id: a for a in self._accounts})
+        self._accounts_resolved = not any(p.source == ORGANIZATION_SOURCE for p in result.problems)
         for problem in result.problems:
             self.metrics.source_error(problem.source, problem.account, "global", problem.kind)
             log.warning(
@@ -439,6 +441,9 @@ class Daemon:
         (``readiness.py``: a few failing accounts of many do not make it unready)."""
         now = self.clock()
         checks = {"rules": True, "store": not self._store_failures}
+        if self.config.organization is not None:
+            # Unready until the organization was listed once: no sources is no watching.
+            checks["organization"] = self._accounts_resolved or bool(self._accounts)
         fresh = {}
         for source in self.sources:
             last = self._last_success.get(source.labels)

@@ -68,6 +68,7 @@ def _stack_set(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 async def test_stacksets_put_the_reader_and_forwarders_into_every_member(
     emulator: Emulator, tmp_path: Path

@@ -181,6 +181,7 @@ def _create_read_role(endpoint_url: str, account: str) -> None:
     iam.create_role(RoleName=READ_ROLE, AssumeRolePolicyDocument=TRUST)
 
 
+@pytest.mark.slow
 async def test_resolve_lists_the_organization_and_its_enabled_regions(
     emulator: Emulator, organization: tuple[str, list[str]], tmp_path: Path
 ) -> None:
@@ -230,6 +231,7 @@ inventory: {{enabled: false}}
     return config
 
 
+@pytest.mark.slow
 async def test_daemon_watches_the_organization_and_picks_up_a_new_account(
     emulator: Emulator, organization: tuple[str, list[str]], tmp_path: Path
 ) -> None:

@@ -239,6 +239,7 @@ def test_cfn_lint_finds_nothing() -> None:
     assert {t.name for t in templates} == {
         "eventbridge-to-sqs.yaml",
         "forwarder.yaml",
+        "organization-stacksets.yaml",
         "reader-role.yaml",
     }
     result = _cfn_lint(*templates)
@@ -606,4 +607,4 @@ def test_reader_role_grants_the_watcher_policy_reads(moto_endpoint: str) -> None
         # botocore cannot decode as JSON; AWS returns the JSON document.
         document = ast.literal_eval(document)
     granted = set().union(*(_actions(s) for s in document["Statement"]))
-    assert granted == IAM_READS | {"cloudtrail:LookupEvents"}
+    assert granted == IAM_READS | {"cloudtrail:LookupEvents", "ec2:DescribeRegions"}

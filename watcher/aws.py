@@ -69,6 +69,9 @@ class AwsClients:
         if cached is not None:
             return cached
         session = get_session()
+        # Service models (and the endpoints table) are the bulk of a session's memory: every
+        # role's session reads them through the one loader (and its cache) of the base session.
+        session.register_component("data_loader", self._session.get_component("data_loader"))
 
         async def refresh() -> dict[str, str]:
             async with self._session.create_client(

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from watcher.durations import format_duration
 from watcher.errors import ConfigError, Problem
-from watcher.settings import DEFAULT_LISTEN, Account, Config, Inventory
+from watcher.settings import DEFAULT_LISTEN, Account, Config, Inventory, Organization
 from watcher.sources.registry import SOURCE_KINDS
 from watcher.validation import (
     At,
     Fields,
     Key,
+    Kind,
     Report,
     account_id,
     check_mapping,
@@ -53,6 +54,15 @@ _TOP = {
     "retention": Key("duration"),
 }
 _ACCOUNT = {"id": Key("account", required=True), "role_arn": Key("str"), "regions": Key("list")}
+_ORGANIZATION = {
+    "role_name": Key("str", required=True),
+    "exclude": Key("list"),
+    "include_management": Key("bool"),
+    "management_role_arn": Key("str"),
+    "refresh": Key("duration"),
+}
+_ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
+ALL_REGIONS = "all"
 _INVENTORY = {
     "enabled": Key("bool"),
     "interval": Key("duration"),
@@ -92,12 +102,20 @@ def load_config(path: Path) -> Config:
 def parse_config(document: object, *, label: str, base_dir: Path) -> Config:
     """Validate a parsed config document; relative paths are resolved against ``base_dir``."""
     report = Report()
-    top = check_mapping(document, _TOP, At(label), report, what="a mapping of settings")
+    top = check_mapping(
+        document, _top_spec(document), At(label), report, what="a mapping of settings"
+    )
     if top is None:
         raise ConfigError(report.problems)
-    regions = _regions(top, "regions", report) or DEFAULT_REGIONS
-    accounts = _accounts(top, regions, report)
-    sources = _sources(top, regions, report)
+    all_regions = top.text("regions") == ALL_REGIONS
+    regions = () if all_regions else _regions(top, "regions", report) or DEFAULT_REGIONS
+    organization = None
+    if top.has("accounts") and top.mapping("accounts") is not None:
+        accounts: tuple[Account, ...] = ()
+        organization = _organization(top, regions, all_regions, report)
+    else:
+        accounts = _accounts(top, regions, all_regions, report)
+    sources = _sources(top, regions or DEFAULT_REGIONS, report)
     grace = duration(top, "detection_grace", report, allow_zero=True)
     retention = duration(top, "retention", report)
     if retention is not None:
@@ -107,6 +125,7 @@ def parse_config(document: object, *, label: str, base_dir: Path) -> Config:
         state_path=_resolve(base_dir, top.text("state") or DEFAULT_STATE),
         records_path=_resolve(base_dir, top.text("records") or DEFAULT_RECORDS),
         accounts=accounts,
+        organization=organization,
         listen=_listen(top, report),
         endpoint_url=http_url(top, "endpoint_url", report),
         sources=sources,
@@ -131,8 +150,25 @@ def _check_paths(top: Fields, report: Report) -> None:
             report.add(top.at.key(key), "contains a NUL character, which no path can hold")
 
 
+def _top_spec(document: object) -> dict[str, Key]:
+    """The top-level keys; ``accounts`` may be a list or ``{organization: ...}``."""
+    if not isinstance(document, dict):
+        return _TOP
+    return {**_TOP, **_list_or("accounts", document, "mapping"), **_list_or("regions", document)}
+
+
+def _list_or(key: str, node: dict[object, object], other: Kind = "str") -> dict[str, Key]:
+    """``key``'s spec when it holds ``other`` instead of a list (``regions: all``)."""
+    if isinstance(node.get(key), dict if other == "mapping" else str):
+        return {key: Key(other, required=key == "accounts")}
+    return {}
+
+
 def _regions(fields: Fields, key: str, report: Report) -> tuple[str, ...]:
     at = fields.at.key(key)
+    if fields.text(key) is not None and fields.text(key) != ALL_REGIONS:
+        report.add(at, f"expected a list of regions or all, got {fields.text(key)!r}")
+        return ()
     regions: list[str] = []
     for where, name in text_items(fields.items(key), at, report):
         if region(name, where, report) is None:
@@ -141,17 +177,55 @@ def _regions(fields: Fields, key: str, report: Report) -> tuple[str, ...]:
             report.add(where, f"{name!r} is listed twice")
         else:
             regions.append(name)
-    if fields.has(key) and not fields.items(key):
+    if fields.has(key) and fields.text(key) is None and not fields.items(key):
         report.add(at, "is empty; list at least one region")
     return tuple(regions)
 
 
-def _accounts(top: Fields, regions: tuple[str, ...], report: Report) -> tuple[Account, ...]:
+def _organization(
+    top: Fields, regions: tuple[str, ...], all_regions: bool, report: Report
+) -> Organization | None:
+    """``accounts: {organization: {role_name: ..., ...}}``."""
+    node = top.mapping("accounts") or {}
+    at = top.at.key("accounts")
+    outer = check_mapping(node, {"organization": Key("mapping", required=True)}, at, report)
+    inner = None if outer is None else outer.mapping("organization")
+    if outer is None or inner is None:
+        return None
+    fields = check_mapping(inner, _ORGANIZATION, outer.at.key("organization"), report)
+    if fields is None:
+        return None
+    role_name = fields.text("role_name") or ""
+    if role_name and not _ROLE_NAME.fullmatch(role_name):
+        report.add(fields.at.key("role_name"), f"{role_name!r} is not an IAM role name")
+    exclude = []
+    for where, text in text_items(fields.items("exclude"), fields.at.key("exclude"), report):
+        if account_id(text, where, report) is not None:
+            exclude.append(text)
+    management_role = fields.text("management_role_arn")
+    if management_role is not None:
+        _check_role_arn(management_role, None, fields.at.key("management_role_arn"), report)
+    defaults = Organization(role_name="")
+    return Organization(
+        role_name=role_name,
+        exclude=tuple(exclude),
+        include_management=fields.flag("include_management", True),
+        management_role_arn=management_role,
+        refresh=duration(fields, "refresh", report) or defaults.refresh,
+        regions=regions,
+        all_regions=all_regions,
+    )
+
+
+def _accounts(
+    top: Fields, regions: tuple[str, ...], all_regions: bool, report: Report
+) -> tuple[Account, ...]:
     at = top.at.key("accounts")
     accounts: list[Account] = []
     seen: set[str] = set()
     for index, node in enumerate(top.items("accounts")):
-        fields = check_mapping(node, _ACCOUNT, at.item(index), report, what="an account (id: ...)")
+        spec = {**_ACCOUNT, **_list_or("regions", node)} if isinstance(node, dict) else _ACCOUNT
+        fields = check_mapping(node, spec, at.item(index), report, what="an account (id: ...)")
         if fields is None:
             continue
         text = fields.text("id")
@@ -162,9 +236,18 @@ def _accounts(top: Fields, regions: tuple[str, ...], report: Report) -> tuple[Ac
         if role_arn is not None:
             _check_role_arn(role_arn, account, fields.at.key("role_arn"), report)
         own = _regions(fields, "regions", report)
+        own_all = fields.text("regions") == ALL_REGIONS
         if account is not None:
             seen.add(account)
-            accounts.append(Account(id=account, regions=own or regions, role_arn=role_arn))
+            every = own_all or (all_regions and not own)
+            accounts.append(
+                Account(
+                    id=account,
+                    regions=() if every else own or regions,
+                    role_arn=role_arn,
+                    all_regions=every,
+                )
+            )
     if top.has("accounts") and not top.items("accounts"):
         report.add(at, "is empty; list at least one account to watch")
     return tuple(accounts)

@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from watcher.accounts import ORGANIZATION_SOURCE, carry_over, needs_resolving, resolve
 from watcher.aws import AwsClients
 from watcher.calendar import DEFAULT_MONTHS, calendar_span, render_calendar
 from watcher.classify import Classifier
@@ -35,10 +36,13 @@ from watcher.inventory import discover
 from watcher.lifecycle import Lifecycle
 from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
 from watcher.model import Principal, Rules, TrailEvent, Verdict
+from watcher.org_principals import expand
 from watcher.people import attribute
 from watcher.programme_metrics import ProgrammeMetrics
+from watcher.readiness import source_checks
 from watcher.rules import load_rules
-from watcher.settings import Config
+from watcher.scheduling import PollScheduler
+from watcher.settings import Account, Config, Organization
 from watcher.sources.base import Source, SourceContext, SourceLabels
 from watcher.sources.registry import SOURCE_KINDS
 from watcher.sources.retry import RETRYABLE, RateBudgets
@@ -77,6 +81,7 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         self._restart_sources = asyncio.Event()
         self._budgets = RateBudgets()
+        self._scheduler = PollScheduler()
         self._last_success: dict[SourceLabels, datetime] = {}
         # What failed at its last store access ("sink" or a periodic job): /readyz's store
         # check. Each clears on its own next success, so a job whose writes happen to be
@@ -85,6 +90,11 @@ class Daemon:
         self._store_failures: set[str] = set()
         self._discovered: tuple[Principal, ...] = ()
         self._record_problems: set[str] = set()
+        # The accounts watched: the config's, then resolved (organization, regions: all).
+        self._accounts: tuple[Account, ...] = config.accounts
+        self._resolve_requested = asyncio.Event()
+        self._accounts_resolved = False
+        self._aws: AwsClients | None = None
         self.sources: list[Source] = self._build_sources()
         self._set_rules(rules)
 
@@ -146,6 +156,7 @@ class Daemon:
                     self._every(self.config.inventory.interval.total_seconds(), self._inventory)
                 )
             tasks.create_task(self._reloads())
+            tasks.create_task(self._resolving())
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         """Run ``job`` now and every ``seconds`` until stopped; store and AWS failures are
@@ -165,6 +176,9 @@ class Daemon:
     # -- rules and reloads ----------------------------------------------------------------
 
     def _set_rules(self, rules: Rules) -> None:
+        self._loaded_rules = rules
+        # account: any principals, one per watched account (org_principals.py).
+        rules = expand(rules, [a.id for a in self._accounts])
         self.rules = rules
         watched = Rules(
             principals=rules.principals + self._undeclared(rules),
@@ -220,8 +234,12 @@ class Daemon:
                 [f"{key} changed; it takes effect only at a restart" for key in fixed],
             )
         sources_changed = _source_settings(config) != _source_settings(self.config)
+        accounts_changed = _account_settings(config) != _account_settings(self.config)
         self.config = config
-        if sources_changed:
+        if accounts_changed:
+            self._accounts = carry_over(config.accounts, {a.id: a for a in self._accounts})
+            self._resolve_requested.set()
+        if sources_changed or accounts_changed:
             self.sources = self._build_sources()
             self._restart_sources.set()
         self._set_rules(rules)
@@ -234,29 +252,77 @@ class Daemon:
         log.error(message, extra={"problems": problems})
         return False
 
+    @property
+    def _clients(self) -> AwsClients:
+        """One client factory (and so one cached session per role) while the endpoint stays."""
+        if self._aws is None or self._aws.endpoint_url != self.config.endpoint_url:
+            self._aws = AwsClients(self.config.endpoint_url)
+        return self._aws
+
+    # -- accounts -------------------------------------------------------------------------
+
+    @property
+    def watching(self) -> Config:
+        """The config with the accounts watched now (see ``accounts.py``)."""
+        return replace(self.config, accounts=self._accounts)
+
+    async def _resolving(self) -> None:
+        """Resolve the accounts now, every ``organization.refresh`` and after a reload."""
+        while not self.stop.is_set():
+            self._resolve_requested.clear()
+            if needs_resolving(self.config):
+                await self._resolve_accounts()
+            # regions: all of listed accounts is read again as often as an organization's.
+            refresh = (self.config.organization or Organization(role_name="")).refresh
+            await wait_any(self._resolve_requested, self.stop, seconds=refresh.total_seconds())
+
+    async def _resolve_accounts(self) -> None:
+        result = await resolve(self._clients, self.config, {a.id: a for a in self._accounts})
+        self._accounts_resolved = not any(p.source == ORGANIZATION_SOURCE for p in result.problems)
+        for problem in result.problems:
+            self.metrics.source_error(problem.source, problem.account, "global", problem.kind)
+            log.warning(
+                "cannot resolve accounts",
+                extra={
+                    "source": problem.source,
+                    "account": problem.account,
+                    "error": problem.message,
+                },
+            )
+        if result.accounts == self._accounts:
+            return
+        added = sorted({a.id for a in result.accounts} - {a.id for a in self._accounts})
+        dropped = sorted({a.id for a in self._accounts} - {a.id for a in result.accounts})
+        log.info("watched accounts changed", extra={"added": added, "dropped": dropped})
+        self._accounts = result.accounts
+        self.sources = self._build_sources()
+        self._set_rules(self._loaded_rules)
+        self._restart_sources.set()
+
     # -- sources --------------------------------------------------------------------------
 
     def _build_sources(self) -> list[Source]:
         """The running sources the config asks for (see ``sources/registry.py``)."""
         context = SourceContext(
-            clients=AwsClients(self.config.endpoint_url),
+            clients=self._clients,
             sink=self.sink,
             observer=self,
             checkpoints=self.store,
             principals=lambda: self.watched_principals,
             clock=self.clock,
             budgets=self._budgets,
+            scheduler=self._scheduler,
         )
         return [
             source
             for key, settings in self.config.sources.items()
-            for source in SOURCE_KINDS[key].build(settings, self.config, context)
+            for source in SOURCE_KINDS[key].build(settings, self.watching, context)
         ]
 
     def _source_labels(self) -> list[SourceLabels]:
         labels = [source.labels for source in self.sources]
         if self.config.inventory.enabled:
-            labels += [(INVENTORY_SOURCE, a.id, "global") for a in self.config.accounts]
+            labels += [(INVENTORY_SOURCE, a.id, "global") for a in self._accounts]
         return labels
 
     async def _run_sources(self) -> None:
@@ -347,11 +413,9 @@ class Daemon:
             self.programme_metrics.listed_since(person.name, listed)
 
     async def _inventory(self) -> None:
-        result = await discover(
-            AwsClients(self.config.endpoint_url), self.config, self.rules, keep=self._discovered
-        )
+        result = await discover(self._clients, self.watching, self.rules, keep=self._discovered)
         self._discovered = result.discovered
-        self._set_rules(self.rules)
+        self._set_rules(self._loaded_rules)
         now = self.clock()
         failed_accounts = {e.account for e in result.errors}
         for error in result.errors:
@@ -398,13 +462,18 @@ class Daemon:
     # -- readiness ------------------------------------------------------------------------
 
     def readiness(self) -> Readiness:
-        """Rules loaded, store working, and every running source successful recently."""
+        """Rules loaded, store working, and the running sources successful recently
+        (``readiness.py``: a few failing accounts of many do not make it unready)."""
         now = self.clock()
         checks = {"rules": True, "store": not self._store_failures}
+        if self.config.organization is not None:
+            # Unready until the organization was listed once: no sources is no watching.
+            checks["organization"] = self._accounts_resolved or bool(self._accounts)
+        fresh = {}
         for source in self.sources:
             last = self._last_success.get(source.labels)
-            checks[":".join(source.labels)] = last is not None and now - last <= source.staleness
-        return Readiness(checks)
+            fresh[source.labels] = last is not None and now - last <= source.staleness
+        return Readiness(checks | source_checks(fresh))
 
 
 def _load_files(path: Path) -> tuple[Config, Rules]:
@@ -427,7 +496,12 @@ def _restart_required(running: Config, loaded: Config) -> list[str]:
 
 def _source_settings(config: Config) -> tuple[object, ...]:
     """What the running sources were built from: a change restarts them."""
-    return (config.endpoint_url, config.accounts, config.sources)
+    return (config.endpoint_url, config.sources)
+
+
+def _account_settings(config: Config) -> tuple[object, ...]:
+    """What the watched accounts are resolved from: a change resolves them again."""
+    return (config.endpoint_url, config.accounts, config.organization)
 
 
 def run_daemon(config_path: Path) -> int:

@@ -74,6 +74,15 @@ class _MirroredCounter:
                 child.inc(total - shown)
             self._shown[key] = max(total, shown)
 
+    def refresh(self, keys: Iterable[Key]) -> None:
+        """Bring only ``keys`` up to their totals (those exposed; a commit's keys)."""
+        for key in keys:
+            shown = self._shown.get(key)
+            total = self.totals.get(key, 0)
+            if shown is not None and total > shown:
+                self.counter.labels(*key).inc(total - shown)
+                self._shown[key] = total
+
 
 class _MirroredGauge:
     """A labelled timestamp gauge showing the newest value known for each exposed label set."""
@@ -81,16 +90,25 @@ class _MirroredGauge:
     def __init__(self, gauge: Gauge) -> None:
         self.gauge = gauge
         self.values: dict[Key, float] = {}
+        self._allowed: set[Key] = set()
 
     def newest(self, key: Key, value: float) -> None:
         self.values[key] = max(value, self.values.get(key, value))
 
     def show(self, keys: Iterable[Key]) -> None:
         """Expose the keys among ``keys`` that have a value; drop every other label set."""
-        wanted = [k for k in dict.fromkeys(keys) if k in self.values]
+        allowed = dict.fromkeys(keys)
+        self._allowed = set(allowed)
+        wanted = [k for k in allowed if k in self.values]
         self.gauge.clear()
         for key in wanted:
             self.gauge.labels(*key).set(self.values[key])
+
+    def refresh(self, keys: Iterable[Key]) -> None:
+        """Expose the newest values of only ``keys`` (among those ``show`` allowed)."""
+        for key in keys:
+            if key in self._allowed and key in self.values:
+                self.gauge.labels(*key).set(self.values[key])
 
 
 def drop_created_series() -> None:
@@ -242,7 +260,7 @@ class WatcherMetrics:
     def init_labels(self, rules: Rules, sources: Sequence[SourceLabels]) -> None:
         """Expose every label set of ``rules`` and ``sources`` (counters at their totals, else 0)
         and drop those of principals, exercises and sources no longer there."""
-        gone = {p for p in self._principals if rules.principal(p) is None}
+        gone = set(self._principals) - {p.name for p in rules.principals}
         self._principals = {p.name: p for p in rules.principals}
         for metric in (self.drill_due, self.credential_check, self.access_key_age):
             for name in gone:
@@ -310,7 +328,8 @@ class WatcherMetrics:
         self._show()
 
     def observe(self, result: CommitResult, source: str, now: datetime) -> None:
-        """Count what one commit newly stored; ``source`` labels the detection delay."""
+        """Count what one commit newly stored; ``source`` labels the detection delay. Only the
+        label sets the commit touched are updated (a commit is one or a few principals')."""
         for v in result.verdicts:
             t = v.event.event_time.timestamp()
             self.events.add((v.principal, v.classification, v.outcome))
@@ -322,7 +341,10 @@ class WatcherMetrics:
             self.detection_delay.labels(source).observe(max(0.0, delay))
         for principal, classification in result.new_sessions:
             self.sessions.add((principal, classification))
-        self._show()
+        self.events.refresh((v.principal, v.classification, v.outcome) for v in result.verdicts)
+        self.last_event.refresh((v.principal, v.classification) for v in result.verdicts)
+        self.last_drill.refresh((v.principal,) for v in result.verdicts)
+        self.sessions.refresh(result.new_sessions)
 
     def set_drill_due(self, principal: Principal, first_watched: datetime) -> None:
         """Set the principal's drill due time, kept current as drills arrive.

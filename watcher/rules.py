@@ -42,6 +42,8 @@ from watcher.validation import (
 )
 
 RULE_SUFFIXES = (".yaml", ".yml")
+ANY_ACCOUNT = "any"
+"""``account: any``: the principal in every watched account (``org_principals.py``)."""
 GAP_CHECK_HORIZON = timedelta(days=731)
 MAX_DAYS_BETWEEN_DRILLS = 3660  # ten years
 
@@ -383,6 +385,11 @@ def _iam_name(name: str, key: str, at: At, report: Report) -> bool:
 def _principal_account(fields: Fields, match: _Match, report: Report) -> str | None:
     explicit = fields.text("account")
     at = fields.at.key("account")
+    if explicit == ANY_ACCOUNT:
+        if match.carries_account or match.kind == "root":
+            report.add(at, "any: match by role_name, user_name or name_pattern (no ARN, no root)")
+            return None
+        return ANY_ACCOUNT
     if explicit is not None and account_id(explicit, at, report) is None:
         return None
     if explicit is not None and match.account is not None and explicit != match.account:

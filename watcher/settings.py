@@ -17,6 +17,25 @@ class Account:
     id: str
     regions: tuple[str, ...]
     role_arn: str | None = None
+    all_regions: bool = False
+    """``regions: all``: ``regions`` is filled in with the account's enabled regions
+    (``watcher/regions.py``); empty until they are known."""
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    """``accounts: {organization: ...}``: every active account of an AWS Organization, read
+    through the role ``role_name`` in each (``watcher/organization.py``)."""
+
+    role_name: str
+    exclude: tuple[str, ...] = ()
+    include_management: bool = True
+    management_role_arn: str | None = None
+    """The role to list the accounts with (in the management or a delegated administrator
+    account); ambient credentials when not given."""
+    refresh: timedelta = timedelta(minutes=15)
+    regions: tuple[str, ...] = ("us-east-1",)
+    all_regions: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +54,7 @@ class Config:
     rules_path: Path
     state_path: Path
     accounts: tuple[Account, ...]
+    """The accounts listed by hand; the daemon adds the organization's (``organization``)."""
     listen: tuple[str, int] = DEFAULT_LISTEN
     endpoint_url: str | None = None
     sources: Mapping[str, object] = field(default_factory=dict)
@@ -44,5 +64,6 @@ class Config:
     detection_grace: timedelta = timedelta(minutes=30)
     retention: timedelta = timedelta(days=400)
     source_file: Path | None = None
+    organization: Organization | None = None
     records_path: Path = Path("records")
     """Where ``drill`` writes exercise records and the exercise history reads them."""

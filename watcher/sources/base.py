@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from watcher.aws import AwsClients
 from watcher.model import Principal, TrailEvent
+from watcher.scheduling import PollScheduler
 from watcher.sources.retry import RateBudgets
 from watcher.validation import Fields, Key, Report
 
@@ -92,6 +93,8 @@ class SourceContext:
     clock: Callable[[], datetime]
     budgets: RateBudgets
     """Rate limits that outlive a restart of the sources (one per account and region...)."""
+    scheduler: PollScheduler = field(default_factory=PollScheduler)
+    """Concurrency and jitter shared by periodic pollers (``scheduling.py``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,10 @@ account and region, so each poll asks only about the watched principals:
 - ``Username`` = each IAM user principal's name: the user's own calls, including its
   ``ConsoleLogin`` (a failed one carries the user name too) and the console sessions of roles it
   switches into (their session name is the user's name).
-- ``ResourceName`` = each role principal's ARN: the role is a resource of every ``AssumeRole*``
-  call into it, whoever calls and whether it succeeds. (``Username`` would name the caller.)
+- ``ResourceName`` = the ARN of each role principal of this account: the role is a resource of
+  every ``AssumeRole*`` call into it, whoever calls and whether it succeeds. (``Username`` would
+  name the caller.) The copy logged in a caller's other account is found by the ``AssumeRole``
+  sweep there, so a poll's lookups do not grow with the number of accounts watched.
 - ``AccessKeyId`` = each temporary key those assume calls issued: what each session did. A key
   is looked up until 12 hours (the longest role session) after its assume call; after a restart
   the first poll reads the assume calls of the last 12 hours to find the keys again.
@@ -68,6 +70,7 @@ from watcher.errors import StoreError
 from watcher.events import ASSUME_EVENTS, ASSUME_ROOT, Malformed, issued_access_key, iter_document
 from watcher.identify import PrincipalIndex, identify, match
 from watcher.model import Principal, TrailEvent
+from watcher.scheduling import PollScheduler
 from watcher.settings import Account, Config
 from watcher.sources.base import (
     CheckpointReader,
@@ -229,6 +232,7 @@ def build(settings: LookupSettings, config: Config, context: SourceContext) -> l
                 clock=context.clock,
                 bucket=context.budgets.bucket((NAME, account.id, region), settings.rate_per_second),
                 sessions=sessions,
+                scheduler=context.scheduler,
             )
             for region in account.regions
         ]
@@ -287,6 +291,7 @@ class LookupPoller:
         throttle_backoff: Backoff | None = None,
         bucket: TokenBucket | None = None,
         sessions: Sessions | None = None,
+        scheduler: PollScheduler | None = None,
     ) -> None:
         self._clients = clients
         self.account = account
@@ -305,6 +310,7 @@ class LookupPoller:
         self.staleness = 3 * settings.interval + timedelta(minutes=1)
         self.checkpoint_key = f"lookup:{account.id}:{region}"
         self._sessions = sessions or Sessions()
+        self._scheduler = scheduler
         self._read: set[tuple[str, str]] = set()  # sessions this poller has read from their start
         self._keys_recovered = False  # assume calls of the last SESSION_MAX read once
         # Malformed items already counted (digest -> event time): each poll re-reads the
@@ -313,12 +319,20 @@ class LookupPoller:
         self._service_now: datetime | None = None  # CloudTrail's clock, earliest this poll
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll every ``settings.interval`` until ``stop`` is set."""
+        """Poll every ``settings.interval`` until ``stop`` is set; with a scheduler at most its
+        concurrency of polls run at once and each wait has a little jitter."""
+        interval = self.settings.interval.total_seconds()
+        scheduler = self._scheduler
         async with self._clients.client("cloudtrail", self.region, self.account) as cloudtrail:
             while not stop.is_set():
-                if await self._poll(cloudtrail, stop):
+                if scheduler is None:
+                    done = await self._poll(cloudtrail, stop)
+                else:
+                    async with scheduler.slot():
+                        done = await self._poll(cloudtrail, stop)
+                if done:
                     self._backoff.reset()
-                    delay = self.settings.interval.total_seconds()
+                    delay = interval if scheduler is None else scheduler.next_wait(interval)
                 else:
                     delay = self._backoff.next_delay()
                 if await wait_any(stop, seconds=delay):
@@ -397,9 +411,14 @@ class LookupPoller:
         ]
         if any(p.kind == "root" and p.account == here for p in principals):
             users.append(("Username", "root"))
-        # Roles of every account: the caller's account records its copy of the assume call.
+        # Roles of this account: a caller in another account has its copy of the assume call
+        # found there by the AssumeRole sweep, so the lookups stay per account however many
+        # accounts watch the same role (account: any).
         roles = [
-            ("ResourceName", arn) for p in principals if p.kind == "role" for arn in _role_arns(p)
+            ("ResourceName", arn)
+            for p in principals
+            if p.kind == "role" and p.account == here
+            for arn in _role_arns(p)
         ]
         return sorted(set(users)), sorted(set(roles)), sweeps(principals, here)
 

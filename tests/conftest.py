@@ -1,9 +1,15 @@
 """Shared fixtures: a real moto server (with the LookupEvents emulator) on loopback, port 0,
-reset between tests."""
+reset between tests.
+
+Parallel-safe under pytest-xdist: each worker is its own process with its own emulator (moto's
+backends and the LookupEvents store are process-wide, so they are per worker), every server binds
+port 0 in the process that serves it, and a port meant to refuse connections stays bound.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
@@ -51,6 +57,18 @@ def emulator(moto_emulator: Emulator) -> Emulator:
 def moto_endpoint(emulator: Emulator) -> str:
     """The moto endpoint, emptied before each test."""
     return emulator.endpoint_url
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port where nothing listens, for the whole test.
+
+    The socket stays bound (without ``listen``), so connections are refused and no other
+    process can take the port meanwhile, as it could a port that was freed after probing."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port
 
 
 class RecordingSink:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from watcher.demo.scenario import (
     DRILL_EXERCISE,
     EMULATOR_ENV,
@@ -19,6 +21,7 @@ from watcher.demo.scenario import (
 TIMEOUT = 90  # the run itself takes ~10 s; the bound only stops a hung demo
 
 
+@pytest.mark.slow  # the whole demo, end to end
 def test_demo_once_passes_every_check() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["HOME"] = "/nonexistent"  # no ~/.aws either

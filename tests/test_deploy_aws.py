@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 import yaml
 
 from watcher.model import Principal, Rules
@@ -232,6 +233,7 @@ def deliver(endpoint: str, queue_url: str, entries: list[dict[str, str]], region
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
+@pytest.mark.slow  # runs cfn-lint
 def test_cfn_lint_finds_nothing() -> None:
     templates = sorted(AWS_DIR.glob("*.yaml"))
     assert {t.name for t in templates} == {
@@ -244,6 +246,7 @@ def test_cfn_lint_finds_nothing() -> None:
     assert result.stdout.strip() == ""
 
 
+@pytest.mark.slow  # runs cfn-lint
 def test_cfn_lint_rejects_a_wrong_rule_state(tmp_path: Path) -> None:
     """Guards the test above: cfn-lint knows the EventBridge rule states."""
     broken = tmp_path / "broken.yaml"
@@ -267,6 +270,7 @@ def _cfn_lint(*paths: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # a stack in moto
 def test_break_glass_assume_role_reaches_the_queue_and_a_decoy_does_not(
     moto_endpoint: str,
 ) -> None:
@@ -278,6 +282,7 @@ def test_break_glass_assume_role_reaches_the_queue_and_a_decoy_does_not(
     assert received == [wanted["eventID"]]
 
 
+@pytest.mark.slow  # every shape through moto's EventBridge to SQS
 def test_sessions_and_sign_ins_are_forwarded_references_and_forgeries_are_not(
     moto_endpoint: str,
 ) -> None:
@@ -328,6 +333,7 @@ def test_root_use_is_forwarded_unless_aws_acts_for_root(moto_endpoint: str) -> N
     assert received == [sign_in["eventID"]]
 
 
+@pytest.mark.slow  # a stack in moto
 def test_root_monitoring_off_creates_no_root_rule(moto_endpoint: str) -> None:
     outputs = create_stack(moto_endpoint, CENTRAL, CENTRAL_PARAMETERS | {"MonitorRoot": "false"})
     received = deliver(

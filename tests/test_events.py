@@ -24,6 +24,7 @@ from watcher.errors import MalformedEventError
 from watcher.events import (
     FileReadError,
     Malformed,
+    Skipped,
     issued_access_key,
     iter_document,
     iter_file,
@@ -49,7 +50,7 @@ def user_call(n: int = 0, **kw: Any) -> dict[str, Any]:
     )
 
 
-def ids(items: list[TrailEvent | Malformed]) -> list[str]:
+def ids(items: list[TrailEvent | Malformed | Skipped]) -> list[str]:
     return [i.event_id if isinstance(i, TrailEvent) else f"bad:{i.where}" for i in items]
 
 
@@ -304,7 +305,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
     lines = "\n".join(json.dumps(user_call(n)) for n in range(2000)).encode()
     truncated = gzip.compress(lines)[:-2000]
     path = write(tmp_path / "cut.json.gz", truncated)
-    seen: list[TrailEvent | Malformed] = []
+    seen: list[TrailEvent | Malformed | Skipped] = []
     with pytest.raises(FileReadError, match=r"cut\.json\.gz"):
         seen.extend(iter_file(path))
     assert 0 < len(seen) < 2000 and all(isinstance(i, TrailEvent) for i in seen)

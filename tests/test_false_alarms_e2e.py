@@ -106,6 +106,7 @@ def _alert_test(folder: Path, series: dict[str, float]) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.slow  # the daemon as a subprocess, then promtool
 @pytest.mark.parametrize(
     "switch", ["console-switch-role-mfa.json", "console-switch-role-no-mfa.json"]
 )

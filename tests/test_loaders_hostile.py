@@ -358,8 +358,9 @@ def test_a_typo_and_sighup_keep_the_daemon_up_with_the_last_good_rules(
             # Each broken file is refused, and the last good rules still count uses.
             for record in user_calls([n], lambda _: before, tag=f"use-{what}"):
                 emulator.lookup.add(record)
+            counted = n + 1
             wait_for(
-                lambda n=n: daemon.metric("breakglass_events_total", principal="bg-user") == n + 1,
+                lambda: daemon.metric("breakglass_events_total", principal="bg-user") == counted,  # noqa: B023
                 what=f"use {n} counted under the kept rules",
             )
             rules_file.write_text(good)

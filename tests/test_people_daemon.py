@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
 from harness import ACCOUNT, ROLE_ARN, wait_for, write_config
 
 from watcher.config import load_config
@@ -86,6 +87,7 @@ def drill_record(window: Window, started: datetime) -> ExerciseRecord:
     )
 
 
+@pytest.mark.slow  # the daemon as a subprocess, started twice
 async def test_person_metrics_from_source_identity_survive_a_restart(
     emulator: Emulator, tmp_path: Path
 ) -> None:

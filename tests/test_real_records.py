@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from watcher.classify import Classifier, carries_network
-from watcher.events import Malformed, Skipped, TrailEvent, iter_document, iter_file, normalise
-from watcher.model import Principal, Rules
+from watcher.events import Malformed, Skipped, iter_document, iter_file, normalise
+from watcher.model import Principal, Rules, TrailEvent
 from watcher.replay import run_replay
 from watcher.rules import load_rules
 
@@ -261,6 +261,7 @@ def test_replay_into_a_closed_pipe_stops_without_a_traceback(tmp_path: Path) -> 
     first = proc.stdout.readline()
     proc.stdout.close()  # what `| head -1` does
     err = proc.stderr.read().decode()
+    proc.stderr.close()
     code = proc.wait(timeout=60)
     assert json.loads(first)["principal"] == "bg-janedoe"
     assert "Traceback" not in err and "BrokenPipeError" not in err

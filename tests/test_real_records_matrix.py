@@ -172,6 +172,7 @@ def test_the_rendered_patterns_match_every_identified_record(name: str) -> None:
         )
 
 
+@pytest.mark.slow  # every record through moto's EventBridge to SQS
 def test_the_whole_corpus_goes_through_eventbridge_to_sqs(moto_endpoint: str) -> None:
     """Delivered for real: moto's rule (the rendered pattern) -> SQS queue."""
     pipeline = create_pipeline(moto_endpoint, RULES)
@@ -269,6 +270,7 @@ async def _poll_once(poller: LookupPoller, observer: RecordingObserver) -> None:
     assert not observer.errors, observer.errors
 
 
+@pytest.mark.slow  # a poll of every account and region a record was logged in, per record
 @pytest.mark.parametrize("name", sorted(set(FILES) - ARCHIVE_ONLY))
 async def test_the_pollers_queries_find_every_identified_record(
     emulator: Emulator, name: str

@@ -146,7 +146,7 @@ def test_the_daemon_neither_logs_nor_stores_key_ids_whole(
     )
     before = datetime.now(UTC) - timedelta(minutes=1)
     calls = user_calls(range(6), lambda _: before, keys=3)
-    keys = sorted({str(c["userIdentity"]["accessKeyId"]) for c in calls})  # type: ignore[index]
+    keys = sorted({str(c["userIdentity"]["accessKeyId"]) for c in calls})
     assert len(keys) == 3
     with running_daemon(config, log_level="DEBUG") as daemon:
         for record in calls:

@@ -218,6 +218,7 @@ async def test_one_poll_finds_every_kind_of_break_glass_event(
     assert observer.errors == []
 
 
+@pytest.mark.slow  # paced by the real rate limit
 async def test_the_rate_holds_while_paging_over_many_events(
     emulator: Emulator, observer: RecordingObserver
 ) -> None:
@@ -238,6 +239,7 @@ async def test_the_rate_holds_while_paging_over_many_events(
     assert observer.errors == []
 
 
+@pytest.mark.slow  # paced by the real rate limit
 async def test_throttling_is_survived_counted_and_skips_no_page(
     emulator: Emulator, observer: RecordingObserver
 ) -> None:

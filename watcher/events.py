@@ -17,6 +17,7 @@ import json
 import re
 import zlib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -469,11 +470,16 @@ def _lines(data: bytes, path: Path, first: int = 1) -> Iterator[Item]:
             yield from _parse(line, f"{path}:{number}")
 
 
-def _open(path: Path) -> io.BufferedIOBase:
-    raw = path.open("rb")
-    if raw.peek(2)[:2] == b"\x1f\x8b":  # gzip magic, whatever the name says
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    return raw
+@contextmanager
+def _open(path: Path) -> Iterator[io.BufferedIOBase]:
+    """The file's bytes, gunzipped when they start with gzip's magic (whatever the name says).
+    Closes the file afterwards: a GzipFile leaves the file it was handed open."""
+    with path.open("rb") as raw:
+        if raw.peek(2)[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield unzipped
+        else:
+            yield raw
 
 
 def iter_stream(stream: io.BufferedIOBase, path: Path) -> Iterator[Item]:

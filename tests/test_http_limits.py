@@ -155,3 +155,14 @@ def test_the_daemon_answers_healthz_and_counts_events_while_held_open(
 def test_the_systemd_unit_bounds_file_descriptors(unit: str) -> None:
     text = (Path(__file__).resolve().parent.parent / unit).read_text()
     assert "\nLimitNOFILE=4096\n" in text
+
+
+def test_the_watchers_own_failures_are_never_held_back() -> None:
+    repeat = RepeatFilter(window=60.0, clock=lambda: 0.0)
+    failed = [
+        logging.LogRecord(
+            "watcher.daemon", logging.ERROR, __file__, 1, "could not store events", None, None
+        )
+        for _ in range(3)
+    ]
+    assert all(repeat.filter(record) for record in failed)

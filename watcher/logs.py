@@ -102,7 +102,9 @@ class RepeatFilter(logging.Filter):
 
     Identical means same logger, level, message, extra fields and exception text: an accept
     loop out of file descriptors logs the same error thousands of times a second. The next line
-    let through says how many were held back (``repeated``). Info lines always pass.
+    let through says how many were held back (``repeated``). Info lines always pass, and so do
+    the watcher's own lines except the HTTP server's: each is already paced by a backoff or a
+    poll interval, and each failure it reports (a failed commit, a failed poll) is news.
     """
 
     def __init__(
@@ -115,7 +117,9 @@ class RepeatFilter(logging.Filter):
         self._seen: dict[tuple[object, ...], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
+        if record.levelno < logging.WARNING or (
+            record.name.startswith("watcher") and record.name != "watcher.http"
+        ):
             return True
         exc = record.exc_info[1] if record.exc_info else None
         key = (

@@ -291,9 +291,11 @@ class SqliteStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Owner only: SQLite gives its -wal and -shm files the database file's permissions.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        # Where that fails (a read-only or immutable file), SQLite's own open says why.
+        with suppress(OSError):
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         for path in (self.path, *(self.path.with_name(self.path.name + s) for s in _SIDECARS)):
-            with suppress(FileNotFoundError):
+            with suppress(OSError):
                 if path.stat().st_mode & 0o077:
                     path.chmod(0o600)
         # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE.

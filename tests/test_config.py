@@ -217,6 +217,9 @@ CASES = [
     ("inventory.tags", ["breakglass"], "inventory.tags", "expected a mapping"),
     ("inventory.name_patterns", ["*break glass*"], "inventory.name_patterns[0]", "can never match"),
     ("inventory.interval", "hourly", "inventory.interval", "not a duration"),
+    ("store", {}, "store", "name exactly one store: sqlite"),
+    ("store", {"mysql": {}}, "store.mysql", "unknown key"),
+    ("store.sqlite", {"path": "x.db"}, "store.sqlite", "takes no settings"),
 ]
 
 
@@ -319,6 +322,8 @@ PATHS = [
     "inventory.tags",
     "inventory.name_patterns",
     "retention",
+    "store",
+    "store.sqlite",
 ]
 
 

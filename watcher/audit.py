@@ -25,7 +25,7 @@ from watcher.inventory import AccountError, discover
 from watcher.model import Principal, Rules
 from watcher.rules import load_rules
 from watcher.settings import Config
-from watcher.store.sqlite import SqliteStore
+from watcher.store.registry import build_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
     ]
     declared = [p for p in inventory.principals if p.origin == "declared"]
     notes: list[str] = []
-    if config.state_path.exists():
+    if config.store.kind != "sqlite" or config.state_path.exists():
         checks += await _drill_checks(config, declared, now)
     else:
         notes.append(f"drill recency not checked: no state file at {config.state_path}")
@@ -84,7 +84,7 @@ async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
 async def _drill_checks(
     config: Config, principals: list[Principal], now: datetime
 ) -> list[CheckResult]:
-    store = SqliteStore(config.state_path, read_only=True)  # beside a running daemon
+    store = build_store(config, read_only=True)  # beside a running daemon
     await store.open()
     try:
         last_drill = (await store.totals()).last_drill

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from watcher.durations import format_duration
 from watcher.errors import ConfigError, Problem
-from watcher.settings import DEFAULT_LISTEN, Account, Config, Inventory
+from watcher.settings import DEFAULT_LISTEN, Account, Config, Inventory, StoreChoice
 from watcher.sources.registry import SOURCE_KINDS
+from watcher.store.registry import STORE_KINDS
 from watcher.validation import (
     At,
     Fields,
@@ -40,6 +41,7 @@ DEFAULT_REGIONS = ("us-east-1",)
 _TOP = {
     "rules": Key("str", required=True),
     "state": Key("str"),
+    "store": Key("mapping"),
     "listen": Key("str"),
     "endpoint_url": Key("str"),
     "regions": Key("list"),
@@ -51,6 +53,7 @@ _TOP = {
 }
 _ACCOUNT = {"id": Key("account", required=True), "role_arn": Key("str"), "regions": Key("list")}
 _SOURCES = {key: Key("mapping") for key in SOURCE_KINDS}
+_STORES = {key: Key("mapping") for key in STORE_KINDS}
 _INVENTORY = {
     "enabled": Key("bool"),
     "interval": Key("duration"),
@@ -109,6 +112,7 @@ def parse_config(document: object, *, label: str, base_dir: Path) -> Config:
         inventory=_inventory(top, report),
         detection_grace=timedelta(minutes=30) if grace is None else grace,
         retention=retention or timedelta(days=400),
+        store=_store(top, report),
     )
     _check_paths(top, report)
     report.raise_if_any()
@@ -123,6 +127,34 @@ def _check_paths(top: Fields, report: Report) -> None:
     for key in ("rules", "state"):
         if top.text(key) == "":
             report.add(top.at.key(key), "is empty; give a path")
+
+
+def _store(top: Fields, report: Report) -> StoreChoice:
+    """``store: {KIND: {...}}``, one backend of ``store/registry.py``; SQLite if absent."""
+    node = top.mapping("store")
+    at = top.at.key("store")
+    if node is None:
+        return StoreChoice()
+    fields = check_mapping(node, _STORES, at, report)
+    if fields is None:
+        return StoreChoice()
+    chosen = [key for key in STORE_KINDS if fields.given(key)]
+    if len(chosen) != 1:
+        report.add(at, "name exactly one store: " + " or ".join(STORE_KINDS))
+        return StoreChoice()
+    [key] = chosen
+    if key != "sqlite" and top.given("state"):
+        report.add(top.at.key("state"), f"is the SQLite file; remove it when store selects {key}")
+    kind = STORE_KINDS[key]
+    section = fields.mapping(key) or {}
+    if not kind.spec:
+        if section:
+            report.add(fields.at.key(key), "takes no settings")
+        checked = None if section else check_mapping(section, kind.spec, fields.at, report)
+    else:
+        checked = check_mapping(section, kind.spec, fields.at.key(key), report)
+    settings = None if checked is None else kind.parse(checked, report)
+    return StoreChoice(key, settings)
 
 
 def _regions(fields: Fields, key: str, report: Report) -> tuple[str, ...]:

@@ -37,12 +37,12 @@ from watcher.sources.base import Source, SourceContext, SourceLabels
 from watcher.sources.registry import SOURCE_KINDS
 from watcher.sources.retry import RETRYABLE, RateBudgets
 from watcher.store.base import Store
-from watcher.store.sqlite import SqliteStore
+from watcher.store.registry import build_store
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-StoreFactory = Callable[[Path], Store]
+StoreFactory = Callable[[Config], Store]
 LIFECYCLE_INTERVAL = 5.0
 PRUNE_INTERVAL = 3600.0
 
@@ -59,14 +59,14 @@ class Daemon:
         config: Config,
         rules: Rules,
         *,
-        store_factory: StoreFactory = SqliteStore,
+        store_factory: StoreFactory = build_store,
         clock: Clock = utc_now,
     ) -> None:
         self.config = config
         self.clock = clock
         self.registry = CollectorRegistry()
         self.metrics = WatcherMetrics(self.registry)
-        self.store = store_factory(config.state_path)
+        self.store = store_factory(config)
         self.stop = asyncio.Event()
         self.listening = asyncio.Event()
         """Set once HTTP listens; ``port`` is then the port bound."""
@@ -86,7 +86,7 @@ class Daemon:
 
     @classmethod
     def load(
-        cls, config_path: Path, *, store_factory: StoreFactory = SqliteStore, clock: Clock = utc_now
+        cls, config_path: Path, *, store_factory: StoreFactory = build_store, clock: Clock = utc_now
     ) -> Daemon:
         """A daemon from the config file at ``config_path`` and its rules (ConfigError if bad)."""
         config = load_config(config_path)
@@ -255,18 +255,19 @@ class Daemon:
     async def sink(
         self, events: Sequence[TrailEvent], source: str, checkpoints: Mapping[str, str]
     ) -> None:
-        """Classify, store, then count: returns only once the batch is durably stored."""
+        """Classify, store, count, then save ``checkpoints``: returns only once all is durably
+        stored. The checkpoints follow the events, so a crash between re-reads them."""
         now = self.clock()
         verdicts = [v for e in events if (v := self.classifier.classify(e)) is not None]
         if not verdicts and not checkpoints:
             return  # no break-glass event: nothing to store (most SQS batches)
         try:
-            result = await self.store.commit([(v, source) for v in verdicts], checkpoints, now=now)
+            result = await self.store.commit([(v, source) for v in verdicts], now=now)
         except StoreError as exc:
-            self._store_failures.add("sink")
-            log.error("could not store events; nothing acknowledged", extra={"error": str(exc)})
+            self._sink_failed(exc)
             raise
-        self._store_failures.discard("sink")
+        # Counted before the checkpoints are saved: if that fails, the events stay stored and
+        # counted, and the source's retry finds them de-duplicated.
         self.metrics.observe(result, source, now)
         for verdict in result.verdicts:
             log.info(
@@ -281,6 +282,17 @@ class Daemon:
                     "source": source,
                 },
             )
+        if checkpoints:
+            try:
+                await self.store.set_checkpoints(checkpoints)
+            except StoreError as exc:
+                self._sink_failed(exc)
+                raise
+        self._store_failures.discard("sink")
+
+    def _sink_failed(self, exc: StoreError) -> None:
+        self._store_failures.add("sink")
+        log.error("could not store events; nothing acknowledged", extra={"error": str(exc)})
 
     # SourceObserver
     def success(self, source: str, account: str, region: str) -> None:

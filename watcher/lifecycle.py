@@ -103,5 +103,5 @@ class Lifecycle:
             if contiguous:
                 cursor = window.end
         if cursor != since:
-            await self.store.commit([], {cursor_key: cursor.isoformat()}, now=now)
+            await self.store.set_checkpoints({cursor_key: cursor.isoformat()})
         return decided

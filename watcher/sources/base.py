@@ -31,7 +31,7 @@ Settings = TypeVar("Settings")
 
 
 class EventSink(Protocol):
-    """Classifies and stores ``events`` and sets ``checkpoints`` with them, atomically.
+    """Classifies and stores ``events``, then sets ``checkpoints`` (never before the events).
 
     Returns only once everything is stored; raises :class:`~watcher.errors.StoreError` if it
     could not be (then the source acknowledges nothing and retries later).

@@ -1,24 +1,30 @@
 """The state store contract: every test here runs unchanged against every backend.
 
-SQLite in a file under tmp_path. ``reopen`` closes the store and opens a new one on the same
+SQLite in a file under tmp_path; DynamoDB in a fresh table of the session's moto server, made
+from deploy/aws/dynamodb-table.yaml. ``reopen`` closes the store and opens a new one on the same
 state, as a restart (or another replica) would. Backend-only behaviour (SQLite's WAL and
-migrations) is in test_store_sqlite.py.
+migrations, DynamoDB's chunked transactions and TTL) is in test_store_sqlite.py and
+test_store_dynamodb.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from dynamo import create_table
 
 from watcher.errors import StoreError
 from watcher.model import Classification, Outcome, TrailEvent, Verdict
 from watcher.store.base import EVENT_FIELDS, Store
+from watcher.store.dynamodb import DynamoDbStore
 from watcher.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 1, 1, 14, 0, tzinfo=UTC)
@@ -79,9 +85,27 @@ def _sqlite(tmp_path: Path) -> Backend:
     return Backend("sqlite", lambda read_only=False: SqliteStore(path, read_only=read_only), dump)
 
 
-@pytest.fixture(params=["sqlite"])
+def _dynamodb(endpoint: str) -> Backend:
+    table = create_table(endpoint)
+
+    def make(read_only: bool = False) -> Store:
+        return DynamoDbStore(
+            table, "us-east-1", endpoint_url=endpoint, retention=RETENTION, read_only=read_only
+        )
+
+    def dump() -> bytes:
+        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+        pages = client.get_paginator("scan").paginate(TableName=table)
+        return json.dumps([page["Items"] for page in pages]).encode()
+
+    return Backend("dynamodb", make, dump)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return _sqlite(tmp_path)
+    if request.param == "sqlite":
+        return _sqlite(tmp_path)
+    return _dynamodb(request.getfixturevalue("moto_server"))
 
 
 @pytest.fixture

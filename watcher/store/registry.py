@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from watcher.settings import Config
-from watcher.store import sqlite
+from watcher.store import dynamodb, sqlite
 from watcher.store.base import Store, StoreKind
 
 STORE_KINDS: Mapping[str, StoreKind[Any]] = {
     "sqlite": sqlite.KIND,
+    "dynamodb": dynamodb.KIND,
 }
 
 

@@ -1,0 +1,672 @@
+"""The state store in one DynamoDB table (single-table design), shared by several replicas.
+
+Items (``pk``, ``sk``; times are integer microseconds since the epoch, ``expires_at`` seconds):
+
+- event ``E#<dedup key>`` / ``E``: :data:`EVENT_FIELDS`, ``expires_at``; index ``recent``
+  (``g1pk`` = ``EVENTS``, ``g1sk`` = event time # stored time # key) orders them for
+  :meth:`recent_events`; drills also carry index ``drills`` (``g2pk`` = ``D#<exercise>``,
+  ``g2sk`` = event time) for :meth:`drill_events_in`.
+- session ``S#<principal>`` / session key: classification, first and last seen, ``expires_at``.
+- aggregates ``AGG`` / a JSON array naming one (``["events", principal, class, outcome]``):
+  ``n`` (a count) or ``t`` (a newest time). One query reads them all (:meth:`totals`).
+- window ``W#<exercise>`` / start; checkpoint ``C`` / key; first sighting ``F#<kind>`` / name.
+
+Exactly-once counting: an event is written by a put conditional on it being absent (or expired),
+in the same transaction as the counter updates for exactly the events in that transaction. A
+batch larger than one transaction allows is written in chunks; if one fails, DynamoDB cancels
+it as a whole and names the items whose conditions failed; those (events stored meanwhile by
+another replica, sessions created meanwhile) are dropped or switched and the chunk is retried.
+A chunk that did commit is never counted again: its events' puts now fail their condition. So a
+crash between chunks, and the re-sent batch after it, counts each event once.
+
+Retention is DynamoDB's TTL on ``expires_at`` (stored time + retention). TTL deletes expired
+items within days, not at once, so every read treats an expired item as absent and
+:meth:`prune` deletes nothing itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from watcher.errors import StoreError
+from watcher.model import Classification, Verdict
+from watcher.settings import Config
+from watcher.store.base import EVENT_FIELDS, CommitResult, FirstSeenKind, StoreKind, Totals
+from watcher.validation import Fields, Key, Report, region
+
+#: TransactWriteItems takes at most 100 items.
+MAX_TRANSACTION_ITEMS = 100
+#: Attempts of one chunk before the commit fails (conflicts with other replicas, throttling).
+_CHUNK_ATTEMPTS = 8
+_RETRY_CODES = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+
+# Botocore retries throttling and 5xx itself (standard mode); the sink retries the rest.
+_CLIENT_CONFIG = AioConfig(
+    retries={"total_max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=15
+)
+
+TTL_ATTRIBUTE = "expires_at"
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def _us(t: datetime) -> int:
+    if t.tzinfo is None:
+        raise ValueError(f"naive datetime {t.isoformat()}: the store takes timezone-aware times")
+    return round(t.timestamp() * 1_000_000)
+
+
+def _dt(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
+
+
+def _iso(us: int) -> str:
+    return _dt(us).isoformat().replace("+00:00", "Z")
+
+
+def _item(**values: Any) -> dict[str, Any]:
+    """A DynamoDB item from plain values; None values are left out."""
+    return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+def _agg(*parts: str) -> dict[str, Any]:
+    return _item(pk="AGG", sk=json.dumps(parts))
+
+
+def _event_key(dedup_key: str) -> dict[str, Any]:
+    return _item(pk=f"E#{dedup_key}", sk="E")
+
+
+def _session_key(principal: str, session: str) -> dict[str, Any]:
+    return _item(pk=f"S#{principal}", sk=session)
+
+
+_ABSENT = "attribute_not_exists(pk) OR expires_at < :now"
+_PRESENT = "attribute_exists(pk) AND expires_at >= :now"
+
+
+@dataclass(frozen=True, slots=True)
+class DynamoDbSettings:
+    table: str
+    region: str
+
+
+@dataclass
+class _Op:
+    """One item of a transaction and what a failed condition on it means."""
+
+    request: dict[str, Any]
+    event: str | None = None
+    """dedup key of an event put: failed = stored already."""
+    session: tuple[str, str] | None = None
+    """(principal, session key) of a session put or touch: failed = the opposite state."""
+    newest: str | None = None
+    """sk of a newest-time update: failed = a newer time is stored already."""
+
+
+@dataclass
+class _Chunk:
+    """Verdicts written in one transaction, and what earlier attempts learnt."""
+
+    verdicts: list[tuple[Verdict, str]]
+    known: set[tuple[str, str]]
+    """Sessions believed stored (shared by the chunks of one commit)."""
+    stale_newest: set[str] = field(default_factory=set)
+
+
+class DynamoDbStore:
+    """:class:`watcher.store.base.Store` in the DynamoDB table ``table`` (created beforehand)."""
+
+    def __init__(
+        self,
+        table: str,
+        region_name: str,
+        *,
+        endpoint_url: str | None = None,
+        retention: timedelta = timedelta(days=400),
+        read_only: bool = False,
+    ) -> None:
+        self.table = table
+        self.region = region_name
+        self.endpoint_url = endpoint_url
+        self.retention = retention
+        self.read_only = read_only
+        self.requests: Counter[str] = Counter()
+        """Requests sent, by operation (for benchmarks and tests)."""
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+        self._unreported = CommitResult()
+
+    def __repr__(self) -> str:
+        return f"dynamodb table {self.table} ({self.region})"
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _errors(self, what: str, *, write: bool = False) -> AsyncIterator[Any]:
+        """Yields the client; AWS and network errors become :class:`StoreError`."""
+        if self._client is None:
+            raise StoreError(f"state store {self!r}: {what}: the store is not open")
+        if write and self.read_only:
+            raise StoreError(f"state store {self!r}: {what}: the store is open read-only")
+        try:
+            yield self._client
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise StoreError(
+                f"state store {self!r}: {what} failed: {error.get('Code')}: {error.get('Message')}"
+            ) from exc
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            raise StoreError(f"state store {self!r}: {what} failed: {exc}") from exc
+
+    async def _send(self, client: Any, operation: str, **params: Any) -> dict[str, Any]:
+        self.requests[operation] += 1
+        answer: dict[str, Any] = await getattr(client, operation)(TableName=self.table, **params)
+        return answer
+
+    async def _pages(self, client: Any, **params: Any) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a query, following ``LastEvaluatedKey``."""
+        while True:
+            page = await self._send(client, "query", **params)
+            for item in page.get("Items", []):
+                yield item
+            if "LastEvaluatedKey" not in page:
+                return
+            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # -- open and close -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._client is not None:
+            raise StoreError(f"state store {self!r}: already open")
+        stack = AsyncExitStack()
+        try:
+            self._client = await stack.enter_async_context(
+                get_session().create_client(
+                    "dynamodb",
+                    region_name=self.region,
+                    endpoint_url=self.endpoint_url,
+                    config=_CLIENT_CONFIG,
+                )
+            )
+            self._stack = stack
+            async with self._errors("open") as client:
+                self.requests["describe_table"] += 1
+                answer = await client.describe_table(TableName=self.table)
+            keys = {k["AttributeName"] for k in answer["Table"]["KeySchema"]}
+            indexes = {i["IndexName"] for i in answer["Table"].get("GlobalSecondaryIndexes", [])}
+            if keys != {"pk", "sk"} or not {"recent", "drills"} <= indexes:
+                raise StoreError(
+                    f"state store {self!r}: the table does not have the watcher's keys and "
+                    "indexes (pk, sk; recent, drills): create it from "
+                    "deploy/aws/dynamodb-table.yaml"
+                )
+        except BaseException:
+            await self._shutdown()
+            raise
+
+    async def close(self) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self._client = None
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def commit(self, items: Sequence[tuple[Verdict, str]], *, now: datetime) -> CommitResult:
+        batch: dict[str, tuple[Verdict, str]] = {}
+        for verdict, source in items:
+            batch.setdefault(verdict.event.dedup_key, (verdict, source))
+        stored_us = _us(now)
+        async with self._errors("commit", write=True) as client:
+            stored = await self._existing(client, [_event_key(k) for k in batch], now)
+            new = [item for key, item in batch.items() if f"E#{key}" not in stored]
+            sessions = {(v.principal, v.session_key) for v, _ in new if v.session_key}
+            known = await self._existing(client, [_session_key(*s) for s in sessions], now)
+            believed = {s for s in sessions if f"S#{s[0]}\0{s[1]}" in known}
+            for verdicts in _chunks(new):
+                result = await self._commit_chunk(client, _Chunk(verdicts, believed), stored_us)
+                # Reported with this or the next successful commit, whatever fails later.
+                self._unreported = CommitResult(
+                    self._unreported.verdicts + result.verdicts,
+                    self._unreported.new_sessions + result.new_sessions,
+                )
+        done, self._unreported = self._unreported, CommitResult()
+        return done
+
+    async def _existing(self, client: Any, keys: list[dict[str, Any]], now: datetime) -> set[str]:
+        """``pk`` (sessions: ``pk\\0sk``) of the items among ``keys`` present and unexpired."""
+        found: set[str] = set()
+        now_s = now.timestamp()
+        for start in range(0, len(keys), 100):
+            pending: dict[str, Any] = {
+                self.table: {
+                    "Keys": keys[start : start + 100],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "pk, sk, expires_at",
+                }
+            }
+            while pending:
+                self.requests["batch_get_item"] += 1
+                answer = await client.batch_get_item(RequestItems=pending)
+                for item in answer["Responses"].get(self.table, []):
+                    plain = _plain(item)
+                    if plain.get(TTL_ATTRIBUTE, now_s) >= now_s:
+                        pk = plain["pk"]
+                        found.add(pk if pk.startswith("E#") else f"{pk}\0{plain['sk']}")
+                pending = answer.get("UnprocessedKeys") or {}
+                if pending:
+                    await asyncio.sleep(random.uniform(0.05, 0.2))
+        return found
+
+    async def _commit_chunk(self, client: Any, chunk: _Chunk, stored_us: int) -> CommitResult:
+        for attempt in range(_CHUNK_ATTEMPTS):
+            ops, new_sessions = self._plan(chunk, stored_us)
+            if not ops:
+                return CommitResult()
+            try:
+                self.requests["transact_write_items"] += 1
+                await client.transact_write_items(TransactItems=[op.request for op in ops])
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise
+                reasons = [
+                    r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])
+                ]
+                if not self._learn(chunk, ops, reasons):
+                    raise
+                if _RETRY_CODES.intersection(reasons):
+                    await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
+                continue
+            chunk.known.update(s for s, _ in new_sessions)
+            return CommitResult(
+                [v for v, _ in chunk.verdicts], [(p, c) for (p, _), c in new_sessions]
+            )
+        raise StoreError(
+            f"state store {self!r}: commit gave up after {_CHUNK_ATTEMPTS} attempts of a chunk "
+            "(conflicts with other writers or throttling); the batch is retried later"
+        )
+
+    @staticmethod
+    def _learn(chunk: _Chunk, ops: list[_Op], reasons: list[str]) -> bool:
+        """Adjust ``chunk`` to what the cancelled transaction's reasons say; False if they say
+        nothing we can act on (the error is then raised)."""
+        if len(reasons) != len(ops):
+            return False
+        actionable = False
+        for op, code in zip(ops, reasons, strict=True):
+            if code in _RETRY_CODES:
+                actionable = True
+            elif code != "ConditionalCheckFailed":
+                if code not in ("None", ""):
+                    return False
+            elif op.event is not None:
+                chunk.verdicts = [i for i in chunk.verdicts if i[0].event.dedup_key != op.event]
+                actionable = True
+            elif op.session is not None:
+                chunk.known ^= {op.session}
+                actionable = True
+            elif op.newest is not None:
+                chunk.stale_newest.add(op.newest)
+                actionable = True
+        return actionable
+
+    def _plan(
+        self, chunk: _Chunk, stored_us: int
+    ) -> tuple[list[_Op], list[tuple[tuple[str, str], Classification]]]:
+        """The transaction for ``chunk``, and the sessions it creates."""
+        expires = stored_us // 1_000_000 + int(self.retention.total_seconds())
+        now_value = {":now": _ser.serialize(stored_us // 1_000_000)}
+        ops: list[_Op] = []
+        sessions: dict[tuple[str, str], Classification] = {}
+        counts: Counter[tuple[str, ...]] = Counter()
+        newest: dict[tuple[str, ...], int] = {}
+        for verdict, source in chunk.verdicts:
+            key = verdict.event.dedup_key
+            item = _event_item(verdict, source, stored_us, expires)
+            put = {"TableName": self.table, "Item": item, "ConditionExpression": _ABSENT}
+            ops.append(_Op({"Put": put | {"ExpressionAttributeValues": now_value}}, event=key))
+            if verdict.session_key:
+                sessions.setdefault(
+                    (verdict.principal, verdict.session_key), verdict.classification
+                )
+            counts["events", verdict.principal, verdict.classification, verdict.outcome] += 1
+            t = _us(verdict.event.event_time)
+            for name in (
+                ("last_event", verdict.principal, verdict.classification),
+                *(
+                    (("last_drill", verdict.principal),)
+                    if verdict.classification == "drill"
+                    else ()
+                ),
+            ):
+                newest[name] = max(t, newest.get(name, t))
+        created: list[tuple[tuple[str, str], Classification]] = []
+        for session, classification in sessions.items():
+            if session in chunk.known:
+                ops.append(_Op(self._touch_session(session, stored_us, expires), session=session))
+            else:
+                item = _session_key(*session) | _item(
+                    classification=classification,
+                    first_seen=stored_us,
+                    last_seen=stored_us,
+                    expires_at=expires,
+                )
+                put = {"TableName": self.table, "Item": item, "ConditionExpression": _ABSENT}
+                ops.append(
+                    _Op({"Put": put | {"ExpressionAttributeValues": now_value}}, session=session)
+                )
+                counts["sessions", session[0], classification] += 1
+                created.append((session, classification))
+        for name, n in counts.items():
+            ops.append(_Op(self._add(name, n)))
+        for name, t in newest.items():
+            sk = json.dumps(name)
+            if sk not in chunk.stale_newest:
+                ops.append(_Op(self._newest(name, t), newest=sk))
+        return (ops if chunk.verdicts else []), created
+
+    def _touch_session(
+        self, session: tuple[str, str], stored_us: int, expires: int
+    ) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": _session_key(*session),
+                "UpdateExpression": "SET last_seen = :t, expires_at = :x",
+                "ConditionExpression": _PRESENT,
+                "ExpressionAttributeValues": _item(
+                    **{":t": stored_us, ":x": expires, ":now": stored_us // 1_000_000}
+                ),
+            }
+        }
+
+    def _add(self, name: tuple[str, ...], n: int) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": _agg(*name),
+                "UpdateExpression": "ADD n :n",
+                "ExpressionAttributeValues": _item(**{":n": n}),
+            }
+        }
+
+    def _newest(self, name: tuple[str, ...], t: int) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": _agg(*name),
+                "UpdateExpression": "SET t = :t",
+                "ConditionExpression": "attribute_not_exists(t) OR t <= :t",
+                "ExpressionAttributeValues": _item(**{":t": t}),
+            }
+        }
+
+    async def recent_events(self, limit: int) -> list[dict[str, Any]]:
+        now_s = int(datetime.now(UTC).timestamp())
+        events: list[dict[str, Any]] = []
+        if limit <= 0:
+            return events
+        async with self._errors("recent_events") as client:
+            query = self._pages(
+                client,
+                IndexName="recent",
+                KeyConditionExpression="g1pk = :p",
+                FilterExpression="expires_at >= :now",
+                ExpressionAttributeValues=_item(**{":p": "EVENTS", ":now": now_s}),
+                ScanIndexForward=False,
+                Limit=limit,
+            )
+            async for item in query:
+                plain = _plain(item)
+                event = {name: plain.get(name) for name in EVENT_FIELDS}
+                event["event_time"] = _iso(int(plain["event_time"]))
+                event["stored_at"] = _iso(int(plain["stored_at"]))
+                events.append(event)
+                if len(events) == limit:
+                    break
+        return events
+
+    async def prune(self, before: datetime) -> int:
+        _us(before)
+        return 0  # TTL on expires_at removes expired items; reads skip them until then
+
+    # -- checkpoints, aggregates, first sightings -----------------------------------------
+
+    async def checkpoint(self, key: str) -> str | None:
+        async with self._errors("checkpoint") as client:
+            answer = await self._send(
+                client, "get_item", Key=_item(pk="C", sk=key), ConsistentRead=True
+            )
+        item = answer.get("Item")
+        return None if item is None else str(_plain(item)["value"])
+
+    async def set_checkpoints(self, values: Mapping[str, str]) -> None:
+        async with self._errors("set_checkpoints", write=True) as client:
+            for key, value in values.items():
+                await self._send(client, "put_item", Item=_item(pk="C", sk=key, value=value))
+
+    async def totals(self) -> Totals:
+        totals = Totals()
+        async with self._errors("totals") as client:
+            query = self._pages(
+                client,
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues=_item(**{":p": "AGG"}),
+                ConsistentRead=True,
+            )
+            async for item in query:
+                plain = _plain(item)
+                kind, *labels = json.loads(plain["sk"])
+                if kind == "events":
+                    totals.events[(labels[0], labels[1], labels[2])] = int(plain["n"])
+                elif kind == "sessions":
+                    totals.sessions[(labels[0], labels[1])] = int(plain["n"])
+                elif kind == "windows":
+                    totals.windows[(labels[0], labels[1])] = int(plain["n"])
+                elif kind == "last_event":
+                    totals.last_event[(labels[0], labels[1])] = _dt(int(plain["t"]))
+                elif kind == "last_drill":
+                    totals.last_drill[labels[0]] = _dt(int(plain["t"]))
+        return totals
+
+    async def first_seen(self, kind: FirstSeenKind, name: str, now: datetime) -> datetime:
+        async with self._errors("first_seen", write=True) as client:
+            answer = await self._send(
+                client,
+                "update_item",
+                Key=_item(pk=f"F#{kind}", sk=name),
+                UpdateExpression="SET seen_at = if_not_exists(seen_at, :t)",
+                ExpressionAttributeValues=_item(**{":t": _us(now)}),
+                ReturnValues="ALL_NEW",
+            )
+        return _dt(int(_plain(answer["Attributes"])["seen_at"]))
+
+    async def first_seen_at(self, kind: FirstSeenKind, name: str) -> datetime | None:
+        async with self._errors("first_seen_at") as client:
+            answer = await self._send(
+                client, "get_item", Key=_item(pk=f"F#{kind}", sk=name), ConsistentRead=True
+            )
+        item = answer.get("Item")
+        return None if item is None else _dt(int(_plain(item)["seen_at"]))
+
+    async def forget_first_seen(self, kind: FirstSeenKind, keep: Collection[str]) -> int:
+        keep = frozenset(keep)
+        async with self._errors("forget_first_seen", write=True) as client:
+            query = self._pages(
+                client,
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues=_item(**{":p": f"F#{kind}"}),
+                ProjectionExpression="sk",
+                ConsistentRead=True,
+            )
+            gone = [name async for item in query if (name := _plain(item)["sk"]) not in keep]
+            for name in gone:
+                await self._send(client, "delete_item", Key=_item(pk=f"F#{kind}", sk=name))
+        return len(gone)
+
+    # -- exercise windows -----------------------------------------------------------------
+
+    async def decide_window(
+        self, exercise: str, start: datetime, end: datetime, result: str, now: datetime
+    ) -> bool:
+        item = _item(
+            pk=f"W#{exercise}",
+            sk=f"{_us(start):020d}",
+            end=_us(end),
+            result=result,
+            decided_at=_us(now),
+        )
+        put = {
+            "TableName": self.table,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+        async with self._errors("decide_window", write=True) as client:
+            try:
+                self.requests["transact_write_items"] += 1
+                await client.transact_write_items(
+                    TransactItems=[{"Put": put}, self._add(("windows", exercise, result), 1)]
+                )
+            except ClientError as exc:
+                reasons = exc.response.get("CancellationReasons", [])
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    return False
+                raise
+        return True
+
+    async def drill_events_in(self, exercise: str, start: datetime, end: datetime) -> int:
+        low, high = _us(start), _us(end) - 1
+        if high < low:
+            return 0
+        count = 0
+        async with self._errors("drill_events_in") as client:
+            params: dict[str, Any] = {
+                "IndexName": "drills",
+                "KeyConditionExpression": "g2pk = :p AND g2sk BETWEEN :low AND :high",
+                "ExpressionAttributeValues": _item(
+                    **{":p": f"D#{exercise}", ":low": low, ":high": high}
+                ),
+                "Select": "COUNT",
+            }
+            while True:
+                page = await self._send(client, "query", **params)
+                count += int(page["Count"])
+                if "LastEvaluatedKey" not in page:
+                    return count
+                params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _event_item(verdict: Verdict, source: str, stored_us: int, expires: int) -> dict[str, Any]:
+    """The stored fields (nothing of the raw record) and the index keys."""
+    e = verdict.event
+    event_us = _us(e.event_time)
+    drill = verdict.classification == "drill" and verdict.exercise is not None
+    return _event_key(e.dedup_key) | _item(
+        event_id=e.event_id,
+        dedup_key=e.dedup_key,
+        event_time=event_us,
+        principal=verdict.principal,
+        classification=verdict.classification,
+        exercise=verdict.exercise,
+        outcome=verdict.outcome,
+        event_name=e.event_name,
+        session_name=e.session_name,
+        source_ip=e.source_ip,
+        account=e.account,
+        region=e.region,
+        source=source,
+        stored_at=stored_us,
+        expires_at=expires,
+        g1pk="EVENTS",
+        g1sk=f"{event_us:020d}#{stored_us:020d}#{e.dedup_key}",
+        g2pk=f"D#{verdict.exercise}" if drill else None,
+        g2sk=event_us if drill else None,
+    )
+
+
+def _footprint(verdict: Verdict) -> set[tuple[str, ...]]:
+    """The transaction items a new event needs besides its own put (shared within a chunk):
+    its session (and that session's count, should it be new), its event count, its newest
+    times."""
+    p, c = verdict.principal, verdict.classification
+    needs = {("events", p, c, verdict.outcome), ("last_event", p, c)}
+    if c == "drill":
+        needs.add(("last_drill", p))
+    if verdict.session_key:
+        needs |= {("session", p, verdict.session_key), ("sessions", p, c)}
+    return needs
+
+
+def _chunks(items: list[tuple[Verdict, str]]) -> Iterator[list[tuple[Verdict, str]]]:
+    """Consecutive runs whose transactions stay within :data:`MAX_TRANSACTION_ITEMS`."""
+    chunk: list[tuple[Verdict, str]] = []
+    shared: set[tuple[str, ...]] = set()
+    for item in items:
+        needs = _footprint(item[0])
+        if chunk and len(chunk) + 1 + len(shared | needs) > MAX_TRANSACTION_ITEMS:
+            yield chunk
+            chunk, shared = [], set()
+        chunk.append(item)
+        shared |= needs
+    if chunk:
+        yield chunk
+
+
+# -- config -------------------------------------------------------------------------------
+
+SPEC = {"table": Key("str", required=True), "region": Key("str", required=True)}
+
+
+def _parse(fields: Fields, report: Report) -> DynamoDbSettings | None:
+    """``store: {dynamodb: {table: NAME, region: REGION}}``."""
+    table = fields.text("table")
+    if table is not None and not _valid_table_name(table):
+        report.add(
+            fields.at.key("table"),
+            f"{table!r} is not a DynamoDB table name (3-255 of letters, digits, _ - .)",
+        )
+        table = None
+    name = fields.text("region")
+    where = region(name, fields.at.key("region"), report) if name is not None else None
+    if table is None or where is None:
+        return None
+    return DynamoDbSettings(table, where)
+
+
+def _valid_table_name(name: str) -> bool:
+    return 3 <= len(name) <= 255 and all(c.isascii() and (c.isalnum() or c in "_-.") for c in name)
+
+
+def _build(settings: DynamoDbSettings, config: Config, read_only: bool) -> DynamoDbStore:
+    return DynamoDbStore(
+        settings.table,
+        settings.region,
+        endpoint_url=config.endpoint_url,
+        retention=config.retention,
+        read_only=read_only,
+    )
+
+
+KIND: StoreKind[DynamoDbSettings] = StoreKind(spec=SPEC, parse=_parse, build=_build)

@@ -492,6 +492,10 @@ class DynamoDbStore:
         return totals
 
     async def first_seen(self, kind: FirstSeenKind, name: str, now: datetime) -> datetime:
+        # Asked every lifecycle tick; read first: a read costs a fifth of a write.
+        known = await self.first_seen_at(kind, name)
+        if known is not None:
+            return known
         async with self._errors("first_seen", write=True) as client:
             answer = await self._send(
                 client,

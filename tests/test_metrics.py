@@ -57,7 +57,10 @@ DESIGN = {
     "breakglass_rules_info": ("gauge", {"digest"}),
     "breakglass_config_last_reload_success": ("gauge", set()),
 }
-ADDED = {"breakglass_events_malformed_total": ("counter", {"source"})}
+ADDED = {
+    "breakglass_events_malformed_total": ("counter", {"source"}),
+    "breakglass_leader": ("gauge", {"replica"}),
+}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -119,6 +122,7 @@ def fully_populated() -> WatcherMetrics:
     metrics.source_success("lookup", ACCOUNT, "us-east-1", NOW)
     metrics.malformed("eventbridge")
     metrics.config_reloaded(True)
+    metrics.set_leader("watcher-0:1", True)
     return metrics
 
 

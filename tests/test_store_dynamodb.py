@@ -8,7 +8,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from dynamo import create_table
 from test_store_contract import NOW, RETENTION, T0, big_batch, keys, verdict
 
 from watcher.errors import StoreError
+from watcher.leadership import Leadership
 from watcher.store.dynamodb import MAX_TRANSACTION_ITEMS, DynamoDbStore, _Chunk, _chunks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,3 +196,71 @@ async def test_requests_per_stored_event(
     assert store.requests == {"batch_get_item": 40, "transact_write_items": 20}
     with capsys.disabled():
         print(f"\n[info] DynamoDB requests per stored event (batches of 10): {per_event:.2f}")
+
+
+# -- the leader lease -------------------------------------------------------------------
+
+
+async def test_one_holder_at_a_time_and_a_stale_token_cannot_write(
+    moto_server: str, table: str
+) -> None:
+    a, b = (make(moto_server, table, lease_period=timedelta(seconds=30)) for _ in "ab")
+    await a.open()
+    await b.open()
+    try:
+        first = await a.hold_lease("a", NOW)
+        assert first is not None and first.holder == "a"
+        assert await b.hold_lease("b", NOW + timedelta(seconds=29)) is None
+        assert await a.hold_lease("a", NOW + timedelta(seconds=20)) == first  # renewed
+        assert await b.hold_lease("b", NOW + timedelta(seconds=49)) is None
+        second = await b.hold_lease("b", NOW + timedelta(seconds=51))  # a stopped renewing
+        assert second is not None and second.token > first.token
+        assert await a.hold_lease("a", NOW + timedelta(seconds=52)) is None
+        await b.set_checkpoints({"lookup:123:us-east-1": "new"}, fence=second)
+        # a, paused while b took over, wakes up and saves the position it had.
+        with pytest.raises(StoreError, match="no longer the leader's"):
+            await a.set_checkpoints({"lookup:123:us-east-1": "old"}, fence=first)
+        assert await a.checkpoint("lookup:123:us-east-1") == "new"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_leadership_fails_over_within_two_lease_periods(moto_server: str, table: str) -> None:
+    period = timedelta(seconds=0.9)
+    stores = [make(moto_server, table, lease_period=period) for _ in range(3)]
+    for s in stores:
+        await s.open()
+    changes: list[tuple[str, bool, float]] = []
+    loop = asyncio.get_running_loop()
+    replicas = [
+        Leadership(
+            s,
+            f"r{i}",
+            lambda: datetime.now(UTC),
+            lambda on, i=i: changes.append((f"r{i}", on, loop.time())),
+        )
+        for i, s in enumerate(stores)
+    ]
+    stops = [asyncio.Event() for _ in replicas]
+    tasks = [asyncio.create_task(r.run(stop)) for r, stop in zip(replicas, stops, strict=True)]
+    try:
+        await asyncio.sleep(period.total_seconds() * 2)
+        leaders = [r for r in replicas if r.leading.is_set()]
+        assert len(leaders) == 1
+        (leader,) = leaders
+        index = replicas.index(leader)
+        tasks[index].cancel()  # killed: no release, no more renewals
+        killed = loop.time()
+        while not any(r.leading.is_set() for r in replicas if r is not leader):
+            assert loop.time() - killed < 2 * period.total_seconds(), "no failover in time"
+            await asyncio.sleep(0.02)
+        failover = loop.time() - killed
+        assert sum(r.leading.is_set() for r in replicas if r is not leader) == 1
+        print(f"\n[info] failover after the leader died: {failover:.2f} s (lease {period})")
+    finally:
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for s in stores:
+            await s.close()

@@ -28,6 +28,7 @@ from watcher.credentials import access_key_ages, check_credentials
 from watcher.errors import ConfigError, StoreError
 from watcher.http import HttpServer, Readiness
 from watcher.inventory import discover
+from watcher.leadership import Leadership, replica_id
 from watcher.lifecycle import Lifecycle
 from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
 from watcher.model import Principal, Rules, TrailEvent
@@ -36,7 +37,7 @@ from watcher.settings import Config
 from watcher.sources.base import Source, SourceContext, SourceLabels
 from watcher.sources.registry import SOURCE_KINDS
 from watcher.sources.retry import RETRYABLE, RateBudgets
-from watcher.store.base import Store
+from watcher.store.base import Lease, Store
 from watcher.store.registry import build_store
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ Clock = Callable[[], datetime]
 StoreFactory = Callable[[Config], Store]
 LIFECYCLE_INTERVAL = 5.0
 PRUNE_INTERVAL = 3600.0
+#: How often every replica reads the organisation-wide totals from the store into its metrics.
+TOTALS_INTERVAL = 10.0
 
 
 def utc_now() -> datetime:
@@ -81,7 +84,9 @@ class Daemon:
         # recovered job failing.
         self._store_failures: set[str] = set()
         self._discovered: tuple[Principal, ...] = ()
+        self._leader_only: set[int] = set()
         self.sources: list[Source] = self._build_sources()
+        self.leadership = Leadership(self.store, replica_id(), clock, self._leading_changed)
         self._set_rules(rules)
 
     @classmethod
@@ -128,29 +133,52 @@ class Daemon:
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._run_sources())
-            tasks.create_task(self._every(LIFECYCLE_INTERVAL, self._lifecycle_tick))
+            tasks.create_task(self._run_sources(leader=False, stop=self.stop))
+            tasks.create_task(self.leadership.run(self.stop))
+            tasks.create_task(self._while_leading())
+            tasks.create_task(self._every(TOTALS_INTERVAL, self._refresh_shared))
             tasks.create_task(self._every(PRUNE_INTERVAL, self._prune))
-            if self.config.inventory.enabled:
-                tasks.create_task(
-                    self._every(self.config.inventory.interval.total_seconds(), self._inventory)
-                )
             tasks.create_task(self._reloads())
 
-    async def _until_stop_or(self, event: asyncio.Event) -> None:
-        """Wait until ``event`` or ``stop`` is set."""
-        waiter = asyncio.ensure_future(event.wait())
-        stopper = asyncio.ensure_future(self.stop.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stopper.cancel()
-
-    async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
-        """Run ``job`` now and every ``seconds`` until stopped; store and AWS failures are
-        logged and retried at the next run, anything else propagates."""
+    async def _while_leading(self) -> None:
+        """Each time this replica leads: the leader's jobs, until it follows again."""
         while not self.stop.is_set():
+            await self._until_stop_or(self.leadership.leading)
+            if self.stop.is_set():
+                return
+            step_down = asyncio.Event()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._run_sources(leader=True, stop=step_down))
+                tasks.create_task(self._every(LIFECYCLE_INTERVAL, self._lifecycle_tick, step_down))
+                if self.config.inventory.enabled:
+                    interval = self.config.inventory.interval.total_seconds()
+                    tasks.create_task(self._every(interval, self._inventory, step_down))
+                await self._until_stop_or(self.leadership.following)
+                step_down.set()
+
+    def _leading_changed(self, leading: bool) -> None:
+        self.metrics.set_leader(self.leadership.replica, leading)
+
+    async def _until_stop_or(self, *events: asyncio.Event) -> None:
+        """Wait until one of ``events`` or the daemon's ``stop`` is set."""
+        waiters = [asyncio.ensure_future(e.wait()) for e in (*events, self.stop)]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _every(
+        self,
+        seconds: float,
+        job: Callable[[], Awaitable[None]],
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Run ``job`` now and every ``seconds`` until ``stop`` (the daemon's by default);
+        store and AWS failures are logged and retried at the next run, anything else
+        propagates."""
+        stop = stop or self.stop
+        while not stop.is_set():
             try:
                 await job()
             except StoreError as exc:
@@ -161,7 +189,7 @@ class Daemon:
             else:
                 self._store_failures.discard(job.__name__)
             with suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), seconds)
+                await asyncio.wait_for(self._until_stop_or(stop), seconds)
 
     # -- rules and reloads ----------------------------------------------------------------
 
@@ -229,11 +257,15 @@ class Daemon:
             clock=self.clock,
             budgets=self._budgets,
         )
-        return [
-            source
-            for key, settings in self.config.sources.items()
-            for source in SOURCE_KINDS[key].build(settings, self.config, context)
-        ]
+        sources: list[Source] = []
+        self._leader_only = set()
+        for key, settings in self.config.sources.items():
+            kind = SOURCE_KINDS[key]
+            built = kind.build(settings, self.config, context)
+            sources += built
+            if kind.leader_only:
+                self._leader_only |= {id(source) for source in built}
+        return sources
 
     def _source_labels(self) -> list[SourceLabels]:
         labels = [source.labels for source in self.sources]
@@ -241,15 +273,17 @@ class Daemon:
             labels += [(INVENTORY_SOURCE, a.id, "global") for a in self.config.accounts]
         return labels
 
-    async def _run_sources(self) -> None:
-        """Run every source until stop; restart them all when a reload rebuilt them."""
-        while not self.stop.is_set():
+    async def _run_sources(self, *, leader: bool, stop: asyncio.Event) -> None:
+        """Run the sources that run everywhere, or (``leader``) those that run on the leader
+        only, until ``stop`` or the daemon stops; restart them when a reload rebuilt them."""
+        while not stop.is_set() and not self.stop.is_set():
             self._restart_sources.clear()
             stop_sources = asyncio.Event()
             async with asyncio.TaskGroup() as tasks:
                 for source in self.sources:
-                    tasks.create_task(source.run(stop_sources))
-                await self._until_stop_or(self._restart_sources)
+                    if (id(source) in self._leader_only) == leader:
+                        tasks.create_task(source.run(stop_sources))
+                await self._until_stop_or(self._restart_sources, stop)
                 stop_sources.set()
 
     async def sink(
@@ -284,11 +318,18 @@ class Daemon:
             )
         if checkpoints:
             try:
-                await self.store.set_checkpoints(checkpoints)
+                await self.store.set_checkpoints(checkpoints, fence=self._fence())
             except StoreError as exc:
                 self._sink_failed(exc)
                 raise
         self._store_failures.discard("sink")
+
+    def _fence(self) -> Lease:
+        """The lease that checkpoints (the leader's jobs' positions) are written under."""
+        lease = self.leadership.lease
+        if lease is None:
+            raise StoreError("checkpoint not saved: this replica no longer leads")
+        return lease
 
     def _sink_failed(self, exc: StoreError) -> None:
         self._store_failures.add("sink")
@@ -312,10 +353,21 @@ class Daemon:
     async def _lifecycle_tick(self) -> None:
         lifecycle = Lifecycle(self.store, self.metrics, self.config.detection_grace)
         now = self.clock()
-        await lifecycle.tick(self.rules, now)
+        await lifecycle.tick(self.rules, now, fence=self._fence())
         for principal in self.watched_principals:
             first = await self.store.first_seen("principal", principal.name, now)
             self.metrics.set_drill_due(principal, first)
+
+    async def _refresh_shared(self) -> None:
+        """Every replica: the organisation-wide totals and schedule from the shared store, so
+        whichever replica is scraped shows the same numbers."""
+        self.metrics.restore(await self.store.totals())
+        now = self.clock()
+        Lifecycle.show_schedule(self.metrics, self.rules, now)
+        for principal in self.watched_principals:
+            first = await self.store.first_seen_at("principal", principal.name)
+            if first is not None:
+                self.metrics.set_drill_due(principal, first)
 
     async def _inventory(self) -> None:
         result = await discover(AwsClients(self.config.endpoint_url), self.config, self.rules)
@@ -350,7 +402,10 @@ class Daemon:
         """Rules loaded, store working, and every running source successful recently."""
         now = self.clock()
         checks = {"rules": True, "store": not self._store_failures}
+        leading = self.leadership.leading.is_set()
         for source in self.sources:
+            if id(source) in self._leader_only and not leading:
+                continue  # the leader runs it
             last = self._last_success.get(source.labels)
             checks[":".join(source.labels)] = last is not None and now - last <= source.staleness
         return Readiness(checks)

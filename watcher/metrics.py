@@ -213,6 +213,12 @@ class WatcherMetrics:
             ["digest"],
             registry=r,
         )
+        self.leader = Gauge(
+            "breakglass_leader",
+            "1 while this replica holds the leader lease (LookupEvents, inventory, windows).",
+            ["replica"],
+            registry=r,
+        )
         self.reload_success = Gauge(
             "breakglass_config_last_reload_success",
             "1 if the last config/rules (re)load succeeded.",
@@ -372,6 +378,9 @@ class WatcherMetrics:
 
     def malformed(self, source: str) -> None:
         self.malformed_events.labels(source).inc()
+
+    def set_leader(self, replica: str, leading: bool) -> None:
+        self.leader.labels(replica).set(1 if leading else 0)
 
     def config_reloaded(self, ok: bool) -> None:
         self.reload_success.set(1 if ok else 0)

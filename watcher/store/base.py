@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from watcher.model import Classification, Verdict
@@ -54,6 +54,14 @@ class CommitResult:
 
     verdicts: list[Verdict] = field(default_factory=list)
     new_sessions: list[tuple[str, Classification]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Leadership held by ``holder`` with fencing ``token`` (higher for every new holder)."""
+
+    holder: str
+    token: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +110,24 @@ class Store(Protocol):
         """A source's or job's saved position (None if never saved)."""
         ...
 
-    async def set_checkpoints(self, values: Mapping[str, str]) -> None:
+    async def set_checkpoints(
+        self, values: Mapping[str, str], *, fence: Lease | None = None
+    ) -> None:
         """Save positions. Callers save a position only after committing the events before it,
-        so a crash in between re-reads (and de-duplicates) rather than loses events."""
+        so a crash in between re-reads (and de-duplicates) rather than loses events.
+
+        With ``fence``, save only while that lease is still the current one (StoreError
+        otherwise): a paused ex-leader cannot move a checkpoint back behind its successor.
+        """
+        ...
+
+    lease_period: timedelta
+    """How long a lease lasts unless renewed."""
+
+    async def hold_lease(self, holder: str, now: datetime) -> Lease | None:
+        """Take the leader lease for ``holder`` (free or expired) or renew it (``holder``
+        has it) until ``now`` + :attr:`lease_period`; None while another holder's lease runs.
+        """
         ...
 
     async def totals(self) -> Totals: ...

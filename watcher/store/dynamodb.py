@@ -10,6 +10,7 @@ Items (``pk``, ``sk``; times are integer microseconds since the epoch, ``expires
 - aggregates ``AGG`` / a JSON array naming one (``["events", principal, class, outcome]``):
   ``n`` (a count) or ``t`` (a newest time). One query reads them all (:meth:`totals`).
 - window ``W#<exercise>`` / start; checkpoint ``C`` / key; first sighting ``F#<kind>`` / name.
+- the leader lease ``LEASE`` / ``leader``: holder, fencing token, ``until`` (holders' clocks).
 
 Exactly-once counting: an event is written by a put conditional on it being absent (or expired),
 in the same transaction as the counter updates for exactly the events in that transaction. A
@@ -44,13 +45,21 @@ from botocore.exceptions import BotoCoreError, ClientError
 from watcher.errors import StoreError
 from watcher.model import Classification, Verdict
 from watcher.settings import Config
-from watcher.store.base import EVENT_FIELDS, CommitResult, FirstSeenKind, StoreKind, Totals
-from watcher.validation import Fields, Key, Report, region
+from watcher.store.base import (
+    EVENT_FIELDS,
+    CommitResult,
+    FirstSeenKind,
+    Lease,
+    StoreKind,
+    Totals,
+)
+from watcher.validation import Fields, Key, Report, duration, region
 
 #: TransactWriteItems takes at most 100 items.
 MAX_TRANSACTION_ITEMS = 100
 #: Attempts of one chunk before the commit fails (conflicts with other replicas, throttling).
 _CHUNK_ATTEMPTS = 8
+DEFAULT_LEASE_PERIOD = timedelta(seconds=15)
 _RETRY_CODES = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 
 # Botocore retries throttling and 5xx itself (standard mode); the sink retries the rest.
@@ -99,6 +108,8 @@ def _session_key(principal: str, session: str) -> dict[str, Any]:
     return _item(pk=f"S#{principal}", sk=session)
 
 
+_LEASE_KEY = {"pk": {"S": "LEASE"}, "sk": {"S": "leader"}}
+_LEASE_NAMES = {"#holder": "holder", "#token": "token", "#until": "until"}
 _ABSENT = "attribute_not_exists(pk) OR expires_at < :now"
 _PRESENT = "attribute_exists(pk) AND expires_at >= :now"
 
@@ -107,6 +118,7 @@ _PRESENT = "attribute_exists(pk) AND expires_at >= :now"
 class DynamoDbSettings:
     table: str
     region: str
+    lease_period: timedelta = DEFAULT_LEASE_PERIOD
 
 
 @dataclass
@@ -142,9 +154,11 @@ class DynamoDbStore:
         *,
         endpoint_url: str | None = None,
         retention: timedelta = timedelta(days=400),
+        lease_period: timedelta = DEFAULT_LEASE_PERIOD,
         read_only: bool = False,
     ) -> None:
         self.table = table
+        self.lease_period = lease_period
         self.region = region_name
         self.endpoint_url = endpoint_url
         self.retention = retention
@@ -462,10 +476,71 @@ class DynamoDbStore:
         item = answer.get("Item")
         return None if item is None else str(_plain(item)["value"])
 
-    async def set_checkpoints(self, values: Mapping[str, str]) -> None:
+    async def set_checkpoints(
+        self, values: Mapping[str, str], *, fence: Lease | None = None
+    ) -> None:
+        puts = [
+            {"Put": {"TableName": self.table, "Item": _item(pk="C", sk=k, value=v)}}
+            for k, v in values.items()
+        ]
         async with self._errors("set_checkpoints", write=True) as client:
-            for key, value in values.items():
-                await self._send(client, "put_item", Item=_item(pk="C", sk=key, value=value))
+            if fence is None:
+                for put in puts:
+                    await self._send(client, "put_item", Item=put["Put"]["Item"])
+                return
+            check = {
+                "ConditionCheck": {
+                    "TableName": self.table,
+                    "Key": _LEASE_KEY,
+                    "ConditionExpression": "#holder = :h AND #token = :t",
+                    "ExpressionAttributeNames": {"#holder": "holder", "#token": "token"},
+                    "ExpressionAttributeValues": _item(**{":h": fence.holder, ":t": fence.token}),
+                }
+            }
+            try:
+                self.requests["transact_write_items"] += 1
+                await client.transact_write_items(TransactItems=[check, *puts])
+            except ClientError as exc:
+                reasons = exc.response.get("CancellationReasons", [])
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    raise StoreError(
+                        f"state store {self!r}: set_checkpoints refused: lease token "
+                        f"{fence.token} of {fence.holder} is no longer the leader's"
+                    ) from exc
+                raise
+
+    async def hold_lease(self, holder: str, now: datetime) -> Lease | None:
+        values = {":h": holder, ":u": _us(now + self.lease_period)}
+        attempts = (  # renew ours (token kept), else take a free or expired one (token + 1)
+            ("#holder = :h", "SET #until = :u", values),
+            (
+                "attribute_not_exists(pk) OR #until < :now",
+                "SET #holder = :h, #until = :u ADD #token :one",
+                values | {":now": _us(now), ":one": 1},
+            ),
+        )
+        async with self._errors("hold_lease", write=True) as client:
+            for condition, update, given in attempts:
+                try:
+                    answer = await self._send(
+                        client,
+                        "update_item",
+                        Key=_LEASE_KEY,
+                        UpdateExpression=update,
+                        ConditionExpression=condition,
+                        ExpressionAttributeNames={
+                            n: v for n, v in _LEASE_NAMES.items() if n in condition + update
+                        },
+                        ExpressionAttributeValues=_item(**given),
+                        ReturnValues="ALL_NEW",
+                    )
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code")
+                    if code != "ConditionalCheckFailedException":
+                        raise
+                    continue
+                return Lease(holder, int(_plain(answer["Attributes"])["token"]))
+        return None
 
     async def totals(self) -> Totals:
         totals = Totals()
@@ -640,7 +715,11 @@ def _chunks(items: list[tuple[Verdict, str]]) -> Iterator[list[tuple[Verdict, st
 
 # -- config -------------------------------------------------------------------------------
 
-SPEC = {"table": Key("str", required=True), "region": Key("str", required=True)}
+SPEC = {
+    "table": Key("str", required=True),
+    "region": Key("str", required=True),
+    "lease_period": Key("duration"),
+}
 
 
 def _parse(fields: Fields, report: Report) -> DynamoDbSettings | None:
@@ -654,9 +733,10 @@ def _parse(fields: Fields, report: Report) -> DynamoDbSettings | None:
         table = None
     name = fields.text("region")
     where = region(name, fields.at.key("region"), report) if name is not None else None
+    period = duration(fields, "lease_period", report)
     if table is None or where is None:
         return None
-    return DynamoDbSettings(table, where)
+    return DynamoDbSettings(table, where, period or DEFAULT_LEASE_PERIOD)
 
 
 def _valid_table_name(name: str) -> bool:
@@ -669,6 +749,7 @@ def _build(settings: DynamoDbSettings, config: Config, read_only: bool) -> Dynam
         settings.region,
         endpoint_url=config.endpoint_url,
         retention=config.retention,
+        lease_period=settings.lease_period,
         read_only=read_only,
     )
 

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,14 @@ from typing import Any, TypeVar
 from watcher.errors import StoreError
 from watcher.model import Classification, Verdict
 from watcher.settings import Config
-from watcher.store.base import EVENT_FIELDS, CommitResult, FirstSeenKind, StoreKind, Totals
+from watcher.store.base import (
+    EVENT_FIELDS,
+    CommitResult,
+    FirstSeenKind,
+    Lease,
+    StoreKind,
+    Totals,
+)
 from watcher.validation import Fields, Report
 
 T = TypeVar("T")
@@ -399,7 +406,16 @@ class SqliteStore:
         row = self._db.execute("SELECT value FROM checkpoints WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    async def set_checkpoints(self, values: Mapping[str, str]) -> None:
+    lease_period = timedelta(seconds=15)
+
+    async def hold_lease(self, holder: str, now: datetime) -> Lease | None:
+        """Always granted: a SQLite file serves one replica, which leads."""
+        _ts(now)
+        return Lease(holder, 1)
+
+    async def set_checkpoints(
+        self, values: Mapping[str, str], *, fence: Lease | None = None
+    ) -> None:
         job = partial(self._set_checkpoints, dict(values))
         await self._call("set_checkpoints", job, write=True)
 

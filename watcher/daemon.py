@@ -85,6 +85,10 @@ class Daemon:
         self._store_failures: set[str] = set()
         self._discovered: tuple[Principal, ...] = ()
         self._leader_only: set[int] = set()
+        # Held while a store write and its count in the metrics happen, and while the metrics
+        # take the store's totals: a totals read between a write and its count would count
+        # it twice (once in the totals, once added).
+        self._counting = asyncio.Lock()
         self.sources: list[Source] = self._build_sources()
         self.leadership = Leadership(self.store, replica_id(), clock, self._leading_changed)
         self._set_rules(rules)
@@ -295,14 +299,15 @@ class Daemon:
         verdicts = [v for e in events if (v := self.classifier.classify(e)) is not None]
         if not verdicts and not checkpoints:
             return  # no break-glass event: nothing to store (most SQS batches)
-        try:
-            result = await self.store.commit([(v, source) for v in verdicts], now=now)
-        except StoreError as exc:
-            self._sink_failed(exc)
-            raise
-        # Counted before the checkpoints are saved: if that fails, the events stay stored and
-        # counted, and the source's retry finds them de-duplicated.
-        self.metrics.observe(result, source, now)
+        async with self._counting:
+            try:
+                result = await self.store.commit([(v, source) for v in verdicts], now=now)
+            except StoreError as exc:
+                self._sink_failed(exc)
+                raise
+            # Counted before the checkpoints are saved: if that fails, the events stay stored
+            # and counted, and the source's retry finds them de-duplicated.
+            self.metrics.observe(result, source, now)
         for verdict in result.verdicts:
             log.info(
                 "break-glass event",
@@ -353,7 +358,8 @@ class Daemon:
     async def _lifecycle_tick(self) -> None:
         lifecycle = Lifecycle(self.store, self.metrics, self.config.detection_grace)
         now = self.clock()
-        await lifecycle.tick(self.rules, now, fence=self._fence())
+        async with self._counting:
+            await lifecycle.tick(self.rules, now, fence=self._fence())
         for principal in self.watched_principals:
             first = await self.store.first_seen("principal", principal.name, now)
             self.metrics.set_drill_due(principal, first)
@@ -361,7 +367,8 @@ class Daemon:
     async def _refresh_shared(self) -> None:
         """Every replica: the organisation-wide totals and schedule from the shared store, so
         whichever replica is scraped shows the same numbers."""
-        self.metrics.restore(await self.store.totals())
+        async with self._counting:
+            self.metrics.restore(await self.store.totals())
         now = self.clock()
         Lifecycle.show_schedule(self.metrics, self.rules, now)
         for principal in self.watched_principals:

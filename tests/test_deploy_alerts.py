@@ -42,6 +42,7 @@ CONTRACT_METRICS = frozenset(
         "breakglass_rules_info",
         "breakglass_config_last_reload_success",
         "breakglass_events_malformed_total",
+        "breakglass_leader",
     }
 )
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

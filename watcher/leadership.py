@@ -5,7 +5,8 @@ lifecycle run on the leader only, so the LookupEvents rate stays one replica's. 
 to take or renew the lease every third of the lease period. It leads while its last renewal is
 less than two thirds of a period old by its own monotonic clock, so it stops leading before
 its lease can expire in the store (clock skew between replicas aside) and a successor can take
-over within two lease periods of its death. Writes a leader must not make after losing the
+over within two lease periods of its death; one that stops (SIGTERM) releases the lease, and a
+successor takes it within a third of a period. Writes a leader must not make after losing the
 lease (checkpoints) carry the lease as a fence (``Store.set_checkpoints``).
 """
 
@@ -80,7 +81,13 @@ class Leadership:
                 wait = max(0.0, min(wait, self._valid_until - loop.time()))
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
+        lease = self.lease
         self._set(False)
+        if lease is not None:  # stopping: a successor need not wait for the lease to run out
+            try:
+                await self.store.release_lease(lease)
+            except StoreError as exc:
+                log.warning("leader lease not released", extra={"error": str(exc)})
 
     def _set(self, leading: bool) -> None:
         if leading == self.leading.is_set():

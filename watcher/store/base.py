@@ -130,6 +130,10 @@ class Store(Protocol):
         """
         ...
 
+    async def release_lease(self, lease: Lease) -> None:
+        """Give the lease up at once (on shutdown), if it is still ``lease``."""
+        ...
+
     async def totals(self) -> Totals: ...
 
     async def recent_events(self, limit: int) -> list[dict[str, Any]]:

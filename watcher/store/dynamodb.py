@@ -168,6 +168,7 @@ class DynamoDbStore:
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._unreported = CommitResult()
+        self._holding: str | None = None
 
     def __repr__(self) -> str:
         return f"dynamodb table {self.table} ({self.region})"
@@ -511,14 +512,14 @@ class DynamoDbStore:
 
     async def hold_lease(self, holder: str, now: datetime) -> Lease | None:
         values = {":h": holder, ":u": _us(now + self.lease_period)}
-        attempts = (  # renew ours (token kept), else take a free or expired one (token + 1)
-            ("#holder = :h", "SET #until = :u", values),
-            (
-                "attribute_not_exists(pk) OR #until < :now",
-                "SET #holder = :h, #until = :u ADD #token :one",
-                values | {":now": _us(now), ":one": 1},
-            ),
+        renew = ("#holder = :h", "SET #until = :u", values)  # the token stays
+        take = (  # a free or expired lease: the token goes up
+            "attribute_not_exists(pk) OR #until < :now",
+            "SET #holder = :h, #until = :u ADD #token :one",
+            values | {":now": _us(now), ":one": 1},
         )
+        # The likely one first: a failed conditional write is billed like a write.
+        attempts = (renew, take) if self._holding == holder else (take, renew)
         async with self._errors("hold_lease", write=True) as client:
             for condition, update, given in attempts:
                 try:
@@ -539,8 +540,29 @@ class DynamoDbStore:
                     if code != "ConditionalCheckFailedException":
                         raise
                     continue
+                self._holding = holder
                 return Lease(holder, int(_plain(answer["Attributes"])["token"]))
+        self._holding = None
         return None
+
+    async def release_lease(self, lease: Lease) -> None:
+        async with self._errors("release_lease", write=True) as client:
+            try:
+                await self._send(
+                    client,
+                    "update_item",
+                    Key=_LEASE_KEY,
+                    UpdateExpression="SET #until = :zero",
+                    ConditionExpression="#holder = :h AND #token = :t",
+                    ExpressionAttributeNames=_LEASE_NAMES,
+                    ExpressionAttributeValues=_item(
+                        **{":h": lease.holder, ":t": lease.token, ":zero": 0}
+                    ),
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise  # someone else holds it now: nothing to give up
+        self._holding = None
 
     async def totals(self) -> Totals:
         totals = Totals()

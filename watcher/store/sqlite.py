@@ -413,6 +413,9 @@ class SqliteStore:
         _ts(now)
         return Lease(holder, 1)
 
+    async def release_lease(self, lease: Lease) -> None:
+        """Nothing to give up: no other replica waits for it."""
+
     async def set_checkpoints(
         self, values: Mapping[str, str], *, fence: Lease | None = None
     ) -> None:

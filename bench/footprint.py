@@ -33,6 +33,7 @@ from replay import chunk, templates
 
 from watcher.daemon import Daemon
 from watcher.events import parse_body
+from watcher.metrics import drop_created_series
 from watcher.model import TrailEvent
 
 MB = 1024 * 1024
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retention-days", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    drop_created_series()
 
     samples, peak, mixed_size = memory(args.count, args.seed)
     print(f"\nresident memory while {args.count:,} events go through parse + Daemon.sink:")

@@ -9,8 +9,10 @@ From the code:
   full ``wait_seconds`` -> 3600 / wait_seconds per queue. Deletes only follow messages.
 - LookupEvents (``sources/lookup.py``): per account and region, every ``interval``: one call
   per user principal name (``Username``), one per role ARN (``ResourceName``), one per
-  temporary key issued in the last 12 h (none when idle), one ``EventName=ConsoleLogin``
-  sweep, one ``Username=root`` if a root is watched; more pages only with more than 50 events.
+  followed session (key or console session name; none when idle), one ``Username=root`` if a
+  root is watched, and one per ``EventName`` sweep (``sources.lookup.sweeps``: ConsoleLogin,
+  and with a role SwitchRole, AssumeRole, AssumeRoleWithSAML, AssumeRoleWithWebIdentity);
+  more pages only with more than 50 events (bench/lookup_cost.py measures a busy account).
 - IAM inventory (``inventory.py``): one run per ``inventory.interval``; its calls are counted
   from the run at start (they depend on what IAM holds).
 
@@ -37,7 +39,7 @@ from harness import running_daemon
 from watcher.config import load_config
 from watcher.rules import load_rules
 from watcher.settings import Config
-from watcher.sources.lookup import LookupSettings
+from watcher.sources.lookup import LookupSettings, sweeps
 from watcher.sources.sqs import EventBridgeSettings
 
 WARM_UP = 30.0  # seconds: the start's first polls and inventory run are counted apart
@@ -100,7 +102,8 @@ def computed_per_hour(config: Config) -> dict[str, float]:
             users = sum(p.kind == "user" and p.account == account.id for p in rules.principals)
             roots = any(p.kind == "root" and p.account == account.id for p in rules.principals)
             roles = sum(p.kind == "role" for p in rules.principals)
-            per_poll += len(account.regions) * (users + roles + 1 + roots)
+            swept = len(sweeps(rules.principals, account.id))
+            per_poll += len(account.regions) * (users + roles + swept + roots)
         per_hour["cloudtrail LookupEvents"] = per_poll * 3600 / lookup.interval.total_seconds()
     return per_hour
 

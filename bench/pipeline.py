@@ -30,6 +30,7 @@ from replay import ACCOUNT, chunk, templates
 
 from watcher.daemon import Daemon
 from watcher.events import parse_body
+from watcher.metrics import drop_created_series
 from watcher.model import TrailEvent, Verdict
 from watcher.store.base import CommitResult
 from watcher.store.sqlite import SqliteStore
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, action="append", help="batch sizes (10 and 50)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    drop_created_series()
     runs = []
     for batch in args.batch or [10, 50]:
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as folder:

@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 
 from watcher.classify import Classifier
+from watcher.clock import iso_z
 from watcher.emulator.records import (
     api_call_record,
     assume_role_record,
@@ -164,7 +165,7 @@ def chunk(
         is_bg = rng.random() < 0.01
         template = rng.choice(bg) if is_bg else rng.choice(noise)
         bg_count += is_bg
-        when = (T0 + timedelta(seconds=n * 7 % 28_800)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = iso_z(T0 + timedelta(seconds=n * 7 % 28_800), timespec="seconds")
         line = template.replace(EID[-12:], f"{n:012d}").replace(T0_TEXT, when)
         lines.append(line)
         if is_bg and rng.random() < 0.05:

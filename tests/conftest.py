@@ -1,14 +1,21 @@
 """Shared fixtures: a real moto server (with the LookupEvents emulator) on loopback, port 0,
-reset between tests."""
+reset between tests.
+
+Parallel-safe under pytest-xdist: each worker is its own process with its own emulator (moto's
+backends and the LookupEvents store are process-wide, so they are per worker), every server binds
+port 0 in the process that serves it, and a port meant to refuse connections stays bound.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
 from watcher.emulator.server import Emulator, start_emulator
+from watcher.metrics import drop_created_series
 from watcher.model import TrailEvent
 
 # No test may reach real AWS: fake credentials and no instance metadata look-ups.
@@ -19,6 +26,8 @@ os.environ.update(
     AWS_EC2_METADATA_DISABLED="true",
 )
 os.environ.pop("AWS_PROFILE", None)
+# The test process builds metrics (in-process daemons, the demo's watcher) as the CLI does.
+drop_created_series()
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +57,18 @@ def emulator(moto_emulator: Emulator) -> Emulator:
 def moto_endpoint(emulator: Emulator) -> str:
     """The moto endpoint, emptied before each test."""
     return emulator.endpoint_url
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port where nothing listens, for the whole test.
+
+    The socket stays bound (without ``listen``), so connections are refused and no other
+    process can take the port meanwhile, as it could a port that was freed after probing."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port
 
 
 class RecordingSink:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -199,11 +198,9 @@ async def test_no_state_file_leaves_drill_recency_out_with_a_note(
     assert report.ok
 
 
-async def test_unreadable_account_fails_the_audit(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    report = await audit(config(tmp_path, f"http://127.0.0.1:{port}"), RULES, now=datetime.now(UTC))
+async def test_unreadable_account_fails_the_audit(tmp_path: Path, closed_port: int) -> None:
+    endpoint = f"http://127.0.0.1:{closed_port}"
+    report = await audit(config(tmp_path, endpoint), RULES, now=datetime.now(UTC))
     assert report.checks == () and not report.ok
     text = format_table(report)
     assert "  ----  not checked: IAM of account 123456789012 could not be read" in text
@@ -212,6 +209,7 @@ async def test_unreadable_account_fails_the_audit(tmp_path: Path) -> None:
     assert (row["account"], row["check"], row["ok"]) == (ACCOUNT, "source", False)
 
 
+@pytest.mark.slow  # 52 IAM users in moto
 async def test_truncated_discovery_is_reported(
     tmp_path: Path, moto_endpoint: str, iam: Any
 ) -> None:
@@ -219,11 +217,13 @@ async def test_truncated_discovery_is_reported(
         iam.create_user(UserName=f"emergency-{n:02}")
     report = await audit(config(tmp_path, moto_endpoint), Rules((), ()), now=datetime.now(UTC))
     assert len(report.principals) == 50
-    assert "Discovery truncated:\n  123456789012: 2 more discovered principals not watched" in (
-        format_table(report)
+    assert not report.ok  # a matching principal left unwatched is a failed check
+    assert (
+        "Discovery truncated:\n  FAIL  123456789012: 2 more discovered principals not watched"
+        in format_table(report)
     )
     rows = json.loads(format_json(report))
-    assert rows[-1]["check"] == "discovery" and rows[-1]["ok"]
+    assert rows[-1]["check"] == "discovery" and not rows[-1]["ok"]
 
 
 def test_run_audit_exit_status(tmp_path: Path, moto_endpoint: str, iam: Any) -> None:

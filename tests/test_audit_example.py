@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
+import pytest
 
-from watcher.demo import USER_NAME, set_up_demo
+from watcher.demo.scenario import USER_NAME, set_up_demo
 from watcher.emulator.server import Emulator
 
 REPO_RULES = Path(__file__).resolve().parent.parent / "rules"
@@ -24,8 +25,9 @@ def audit(config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # the CLI as a subprocess
 def test_audit_of_the_shipped_example(emulator: Emulator, tmp_path: Path) -> None:
-    set_up_demo(emulator.endpoint_url, tmp_path, now=datetime.now(UTC))  # the seed's IAM set-up
+    set_up_demo(emulator.endpoint_url, tmp_path, now=datetime.now(UTC))  # the demo's IAM set-up
     config = tmp_path / "audit.yaml"
     config.write_text(
         f"rules: {REPO_RULES}\n"

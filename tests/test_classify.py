@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from watcher.classify import Classifier, classify
+from watcher.classify import Classifier
 from watcher.emulator.records import (
     api_call_record,
     assume_role_record,
@@ -252,10 +252,12 @@ def test_other_events_are_not_break_glass_and_classify_is_pure() -> None:
         account=ACCOUNT,
         event_time=INSIDE,
     )
-    assert classify(event(other), RULES) is None
+    classifier = Classifier(RULES)
+    assert classifier.classify(event(other)) is None
     e = assume()
-    assert classify(e, RULES) == classify(e, RULES) == verdict(e)
-    no_exercises = Rules(RULES.principals, ())
-    assert classify(e, no_exercises) is not None
-    assert classify(e, no_exercises).classification == "unexpected"  # type: ignore[union-attr]
-    assert classify(e, RULES).classification == "drill"  # type: ignore[union-attr]
+    assert classifier.classify(e) == classifier.classify(e) == verdict(e)
+    unexpected = Classifier(Rules(RULES.principals, ())).classify(e)
+    assert unexpected is not None
+    assert unexpected.classification == "unexpected"
+    # Classifiers share no state: the other rules changed nothing for this one.
+    assert classifier.classify(e) == verdict(e)

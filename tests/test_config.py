@@ -349,6 +349,7 @@ PATHS = [
 ]
 
 
+@pytest.mark.slow  # 300 generated examples
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(PATHS), values)
 def test_garbage_raises_only_config_error(where: str, value: object) -> None:

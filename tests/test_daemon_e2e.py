@@ -20,6 +20,8 @@ from watcher.emulator.infra import Pipeline, create_pipeline, deliver_many
 from watcher.emulator.server import Emulator
 from watcher.rules import load_rules
 
+pytestmark = pytest.mark.slow  # the daemon as a subprocess, end to end
+
 
 def rules_text(now: datetime) -> str:
     return f"""
@@ -139,6 +141,9 @@ def test_both_sources_counted_once(setup: tuple[Path, Pipeline], emulator: Emula
         assert {e["source"] for e in daemon.events()} == {"eventbridge", "lookup"}
         status, body = daemon.get("/readyz")
         assert status == 200, body
+        _, exposition = daemon.get("/metrics")
+        assert b"breakglass_events_total" in exposition
+        assert b"_created" not in exposition
 
 
 def test_malformed_sqs_bodies_beside_good_ones(
@@ -199,12 +204,12 @@ def test_restart_after_kill_counts_each_event_once(
         args=(emulator.endpoint_url, pipeline.queue_url, stream),
         kwargs={"max_depth": 100},
     )
-    with running_daemon(config) as daemon:
-        delivery.start()
-        wait_for(lambda: daemon.metric("breakglass_events_total") >= 300, what="some events")
-        daemon.signal(signal.SIGKILL)
-        daemon.wait()
-    try:
+    try:  # the sender thread is joined however this ends: it must not outlive the test
+        with running_daemon(config) as daemon:
+            delivery.start()
+            wait_for(lambda: daemon.metric("breakglass_events_total") >= 300, what="some events")
+            daemon.signal(signal.SIGKILL)
+            daemon.wait()
         with running_daemon(config) as daemon:
             wait_for(
                 lambda: daemon.metric("breakglass_events_total") == len(stream),
@@ -217,7 +222,8 @@ def test_restart_after_kill_counts_each_event_once(
             assert daemon.metric("breakglass_events_total", classification="drill") == 1000
             assert daemon.metric("breakglass_sessions_total") == 10
     finally:
-        delivery.join(120)
+        if delivery.ident is not None:  # started
+            delivery.join(120)
 
 
 def test_sigterm_exits_zero_and_sighup_reloads(

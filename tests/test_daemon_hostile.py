@@ -44,6 +44,8 @@ from watcher.emulator.records import api_call_record, eventbridge_envelope, iam_
 from watcher.emulator.server import Emulator
 from watcher.rules import load_rules
 
+pytestmark = pytest.mark.slow  # the daemon as a subprocess under hostile input
+
 Outcome = Literal["malformed", "event", "ignored"]
 MAX_BODY = 256 * 1024  # bytes: SQS's classic limit (moto takes up to 1 MiB)
 HEALTHZ_LIMIT = 1.0  # seconds: /healthz must answer faster than this throughout

@@ -6,20 +6,25 @@ from __future__ import annotations
 import asyncio
 import signal
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import boto3
 import pytest
-from harness import ACCOUNT, running_daemon, wait_for, write_config
+from harness import ACCOUNT, DaemonProcess, running_daemon, wait_for, write_config
 
 from watcher.daemon import Daemon
 from watcher.emulator.server import Emulator
+from watcher.errors import ConfigError
 from watcher.model import TrailEvent
-from watcher.sources.base import SourceContext
+from watcher.settings import Config
+from watcher.sources.base import Source, SourceContext, SourceKind, SourceLabels, SourceObserver
 from watcher.sources.lookup import LookupPoller
 from watcher.sources.registry import SOURCE_KINDS
 from watcher.sources.sqs import SqsSource
+from watcher.validation import Fields, Key, Report
 
 RULES = f"""
 principals:
@@ -83,7 +88,7 @@ def test_a_bug_in_a_source_stops_the_daemon_loudly(tmp_path: Path, moto_endpoint
     logs the traceback and exits 1."""
 
     async def broken_sink(
-        events: Sequence[TrailEvent], source: str, checkpoints: dict[str, str]
+        events: Sequence[TrailEvent], source: str, checkpoints: Mapping[str, str]
     ) -> None:
         raise TypeError("a bug")
 
@@ -102,6 +107,15 @@ def test_a_bug_in_a_source_stops_the_daemon_loudly(tmp_path: Path, moto_endpoint
         SOURCE_KINDS["lookup"].build(daemon.config.sources["lookup"], daemon.config, context)
     )
     assert asyncio.run(asyncio.wait_for(daemon.run(), 30)) == 1
+
+
+def _reloaded(daemon: DaemonProcess, times: int) -> bool:
+    reloads = [line for line in daemon.log_lines() if line.get("message") == "reloaded"]
+    return len(reloads) >= times
+
+
+def _called_again(emulator: Emulator, calls: int) -> bool:
+    return len(emulator.lookup.calls()) > calls
 
 
 def _calls_in_busiest_window(times: list[float], seconds: float) -> int:
@@ -144,17 +158,63 @@ def test_repeated_reloads_keep_the_lookup_rate(emulator: Emulator, tmp_path: Pat
                 config.read_text().replace(settings(20 + n % 2), settings(21 - n % 2))
             )
             daemon.signal(signal.SIGHUP)
-            wait_for(
-                lambda n=n: (
-                    sum(line.get("message") == "reloaded" for line in daemon.log_lines()) > n
-                ),
-                20,
-                "the reload",
-            )
-            calls = len(emulator.lookup.calls())
-            wait_for(lambda c=calls: len(emulator.lookup.calls()) > c, 10, "the next call")
+            wait_for(partial(_reloaded, daemon, n + 1), 20, "the reload")
+            wait_for(partial(_called_again, emulator, len(emulator.lookup.calls())), 10, "a call")
         times = [c.at for c in emulator.lookup.calls(ACCOUNT, "us-east-1")]
     assert len(times) >= 16
     assert len(times) <= rate * (times[-1] - times[0]) + 1, "calls above the rate overall"
     for window in (1.0, 2.0, 5.0):
         assert _calls_in_busiest_window(times, window) <= rate * window + 1, window
+
+
+class _Ticker:
+    """A stand-in third source: reports success on start, then waits for stop."""
+
+    def __init__(self, account: str, observer: SourceObserver) -> None:
+        self.labels: SourceLabels = ("ticker", account, "us-east-1")
+        self.staleness = timedelta(minutes=1)
+        self._observer = observer
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._observer.success(*self.labels)
+        await stop.wait()
+
+
+def _ticker_settings(fields: Fields, regions: tuple[str, ...], report: Report) -> str | None:
+    return None if not fields.flag("enabled", True) else fields.text("name") or "tick"
+
+
+def _tickers(settings: str, config: Config, context: SourceContext) -> list[Source]:
+    return [_Ticker(account.id, context.observer) for account in config.accounts]
+
+
+async def test_a_new_source_is_one_module_and_one_table_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What docs/design.md ("Adding an event source") claims: with only a kind in the table,
+    config validation, the daemon's sources, metric label sets and /readyz all take it up."""
+    ticker = SourceKind(
+        spec={"enabled": Key("bool"), "name": Key("str")}, parse=_ticker_settings, build=_tickers
+    )
+    monkeypatch.setitem(SOURCE_KINDS, "ticker", ticker)
+    config = write_config(
+        tmp_path, endpoint_url="http://127.0.0.1:1", queue_url=None, rules=RULES, lookup=False
+    )
+    config.write_text(config.read_text().replace("sources:\n", "sources:\n  ticker: {}\n"))
+    daemon = Daemon.load(config)
+    assert [s.labels for s in daemon.sources] == [("ticker", ACCOUNT, "us-east-1")]
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.listening.wait(), 20)
+        assert daemon.readiness().ready
+        value = daemon.registry.get_sample_value
+        labels = {"source": "ticker", "account": ACCOUNT, "region": "us-east-1"}
+        assert value("breakglass_source_up", labels) == 1.0
+        assert value("breakglass_events_malformed_total", {"source": "ticker"}) == 0.0
+    finally:
+        daemon.stop.set()
+        assert await asyncio.wait_for(task, 30) == 0
+
+    config.write_text(config.read_text().replace("ticker: {}", "ticker: {nmae: x}"))
+    with pytest.raises(ConfigError, match=r"sources\.ticker\.nmae: unknown key; did you mean"):
+        Daemon.load(config)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 import yaml
 from harness import debian_binary, running_daemon, wait_for
 from test_deploy_dashboard import DASHBOARD, dashboard_queries
 
-from watcher.demo import (
+from watcher.demo.scenario import (
     DRILL_EXERCISE,
+    PARTICIPANT,
     ROLE_PRINCIPAL,
     USER_NAME,
     DemoSetup,
@@ -41,6 +43,8 @@ from watcher.demo import (
 from watcher.emulator import records
 from watcher.emulator.infra import deliver_many
 from watcher.emulator.server import Emulator
+
+pytestmark = pytest.mark.slow  # a live Prometheus scraping a daemon subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -65,18 +69,11 @@ POSITIVE = {
 # ------------------------------------------------------------------------------ Prometheus
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Prometheus:
     proc: subprocess.Popen[bytes]
-    url: str
     log_path: Path
+    url: str = ""
 
     def api(self, path: str, **params: str) -> dict[str, Any]:
         """GET ``/api/v1/<path>``; an error answer (HTTP 4xx with a JSON body) is returned too."""
@@ -111,10 +108,25 @@ class Prometheus:
         except (urllib.error.URLError, ConnectionError):
             return False
 
-    def started(self) -> bool:
-        """Wait until it serves (True) or has exited (False)."""
-        wait_for(lambda: self.ready() or self.proc.poll() is not None, 30, "Prometheus to start")
-        return self.proc.poll() is None
+    def alive(self) -> bool:
+        """True while it runs; fails the test with its log once it has exited."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"Prometheus exited:\n{self.log_path.read_text()}")
+        return True
+
+    def listening_url(self) -> str:
+        """The URL from the log line of the port Prometheus bound (it was given port 0)."""
+        self.alive()
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            found = re.search(r'msg="Listening on" address=(127\.0\.0\.1:\d+)', line)
+            if found:
+                return f"http://{found[1]}"
+        return ""
+
+    def started(self) -> None:
+        """Wait until it serves; fail with its log if it exits first."""
+        self.url = wait_for(self.listening_url, 30, "Prometheus to listen")
+        wait_for(lambda: self.alive() and self.ready(), 30, "Prometheus to be ready")
 
 
 def _write_prometheus_config(folder: Path, target: str) -> Path:
@@ -128,41 +140,31 @@ def _write_prometheus_config(folder: Path, target: str) -> Path:
     return path
 
 
-def _start_prometheus(binary: str, config: Path, folder: Path, attempt: int) -> Prometheus:
-    port = free_port()
-    log_path = folder / f"prometheus-{attempt}.log"
+@contextmanager
+def running_prometheus(binary: str, folder: Path, target: str) -> Iterator[Prometheus]:
+    """Prometheus scraping ``target`` on a loopback port it binds itself (port 0), read back
+    from its log (the "Listening on" line is logged at info level)."""
+    folder.mkdir()
+    config = _write_prometheus_config(folder, target)
+    log_path = folder / "prometheus.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [
                 binary,
                 f"--config.file={config}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                f"--storage.tsdb.path={folder / f'data-{attempt}'}",
-                "--log.level=warn",
+                "--web.listen-address=127.0.0.1:0",
+                f"--storage.tsdb.path={folder / 'data'}",
+                "--log.level=info",
             ],
             stdout=log,
             stderr=log,
         )
-    return Prometheus(proc, f"http://127.0.0.1:{port}", log_path)
-
-
-@contextmanager
-def running_prometheus(binary: str, folder: Path, target: str) -> Iterator[Prometheus]:
-    """Prometheus on a free loopback port scraping ``target``; a lost bind race is retried."""
-    folder.mkdir()
-    config = _write_prometheus_config(folder, target)
-    for attempt in range(3):
-        prometheus = _start_prometheus(binary, config, folder, attempt)
-        try:
-            if prometheus.started():
-                yield prometheus
-                return
-            log = prometheus.log_path.read_text()
-            if "address already in use" not in log:
-                raise AssertionError(f"Prometheus exited:\n{log}")
-        finally:
-            _stop(prometheus.proc)
-    raise AssertionError("Prometheus lost the race for a free port three times")
+    prometheus = Prometheus(proc, log_path)
+    try:
+        prometheus.started()
+        yield prometheus
+    finally:
+        _stop(proc)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -206,7 +208,11 @@ def add_missed_window(setup: DemoSetup, end: datetime) -> None:
 
 
 def assume(
-    setup: DemoSetup, session: str, at: datetime, error: str | None = None
+    setup: DemoSetup,
+    session: str,
+    at: datetime,
+    error: str | None = None,
+    source_identity: str | None = None,
 ) -> dict[str, Any]:
     """Operator alice assuming the break-glass role as ``session`` (failing with ``error``)."""
     return records.assume_role_record(
@@ -215,6 +221,7 @@ def assume(
         session_name=session,
         event_time=at,
         error_code=error,
+        source_identity=source_identity,
     )
 
 
@@ -308,7 +315,8 @@ def test_every_dashboard_query_has_data_in_a_live_prometheus(
         # Drill and unexpected uses, successes and failures, through both sources; each
         # source gets one event only it delivers, so both observe a detection delay.
         t1 = datetime.now(UTC)
-        drill_ok = assume(setup, "break-glass-exercise-1", t1)
+        # The demo rules' person: the drill is theirs by its SourceIdentity.
+        drill_ok = assume(setup, "break-glass-exercise-1", t1, source_identity=PARTICIPANT)
         misuse = assume(setup, "admin-hotfix", t1)
         drill_failed = assume(setup, "break-glass-exercise-2", t1, error="AccessDenied")
         login_failed = records.console_login_record(
@@ -389,6 +397,10 @@ def test_every_dashboard_query_has_data_in_a_live_prometheus(
         }
         assert counted[(DRILL_EXERCISE, "detected")] == 1, counted
         assert counted[(MISSED_EXERCISE, "missed")] == 1, counted
+        last_drill = next(e for t, e in dashboard_queries(DASHBOARD) if t == "People by last drill")
+        (person,) = prom.series(last_drill)
+        assert person["metric"] == {"person": PARTICIPANT}
+        assert float(person["value"][1]) == int(t1.timestamp()) * 1000
 
         for name, expr in alert_exprs():
             answer = prom.query(expr)

@@ -8,11 +8,20 @@ import subprocess
 import sys
 import time
 
-from watcher.demo import DRILL_EXERCISE, EMULATOR_ENV, ROLE_PRINCIPAL, UNEXPECTED_SESSION
+import pytest
+
+from watcher.demo.scenario import (
+    DRILL_EXERCISE,
+    EMULATOR_ENV,
+    PARTICIPANT,
+    ROLE_PRINCIPAL,
+    UNEXPECTED_SESSION,
+)
 
 TIMEOUT = 90  # the run itself takes ~10 s; the bound only stops a hung demo
 
 
+@pytest.mark.slow  # the whole demo, end to end
 def test_demo_once_passes_every_check() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["HOME"] = "/nonexistent"  # no ~/.aws either
@@ -35,12 +44,14 @@ def test_demo_once_passes_every_check() -> None:
         f'PASS  window detected: breakglass_exercise_windows_total{{exercise="{DRILL_EXERCISE}",'
         'result="detected"} = 1',
         "PASS  each event counted once: 4 records delivered twice each",
+        f"PASS  drill recorded for {PARTICIPANT}: last drill ",
+        "/calendar.ics  (subscribe a team calendar to it)\n",
     ):
         assert line in out, out
     assert "FAIL" not in out
     assert "# Break-glass exercise record: demo-drill" in out
     assert "CloudTrail stand-in" in out
-    for path in ("/metrics", "/api/events", "/readyz"):
+    for path in ("/metrics", "/api/events", "/api/exercises", "/readyz"):
         assert f"{path}\n" in out
     # The table of what the watcher classified: the drill's two calls and the unexpected use's.
     rows = [r for r in map(str.split, out.splitlines()) if len(r) == 8 and r[1] == ROLE_PRINCIPAL]

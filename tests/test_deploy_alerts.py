@@ -21,7 +21,8 @@ ALERTS = PROMETHEUS_DIR / "alerts.yml"
 ALERTS_TEST = PROMETHEUS_DIR / "alerts_test.yml"
 RUNBOOK = ROOT / "deploy" / "runbook.md"
 
-# DESIGN.md "Metrics", plus the per-source malformed-record counter.
+# docs/design.md "Metrics", plus the exercise programme's gauges (per person, and the newest
+# decided window per exercise and result).
 CONTRACT_METRICS = frozenset(
     {
         "breakglass_events_total",
@@ -35,6 +36,7 @@ CONTRACT_METRICS = frozenset(
         "breakglass_principal_info",
         "breakglass_credential_check",
         "breakglass_access_key_age_seconds",
+        "breakglass_inventory_unwatched_principals",
         "breakglass_source_up",
         "breakglass_source_last_success_timestamp_seconds",
         "breakglass_source_errors_total",
@@ -43,6 +45,9 @@ CONTRACT_METRICS = frozenset(
         "breakglass_config_last_reload_success",
         "breakglass_events_malformed_total",
         "breakglass_leader",
+        "breakglass_person_last_drill_timestamp_seconds",
+        "breakglass_person_drill_due_timestamp_seconds",
+        "breakglass_exercise_last_window_start_timestamp_seconds",
     }
 )
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 import yaml
 
-from watcher.render import eventbridge_pattern_json
+from watcher.model import Principal, Rules
+from watcher.render import eventbridge_pattern_json, eventbridge_patterns
 from watcher.rules import load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,13 +90,15 @@ def for_moto(template: Template, parameters: dict[str, str]) -> Template:
         for name, resource in result["Resources"].items()
         if resource["Type"] not in MOTO_UNSUPPORTED
     }
-    if parameters.get("EventPattern"):
-        rendered = json.loads(parameters["EventPattern"])
-        for resource in result["Resources"].values():
-            properties = resource.get("Properties", {})
-            if_args = properties.get("EventPattern", {}).get("Fn::If")
-            if if_args and if_args[1] == {"Ref": "EventPattern"}:
-                if_args[1] = rendered
+    for resource in result["Resources"].values():
+        properties = resource.get("Properties", {})
+        pattern = properties.get("EventPattern", {})
+        if_args = pattern.get("Fn::If")
+        if if_args and if_args[1] == {"Ref": "EventPattern"} and parameters.get("EventPattern"):
+            if_args[1] = json.loads(parameters["EventPattern"])
+        name = pattern.get("Ref")
+        if name and parameters.get(name):
+            properties["EventPattern"] = json.loads(parameters[name])
     return result
 
 
@@ -229,6 +233,7 @@ def deliver(endpoint: str, queue_url: str, entries: list[dict[str, str]], region
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
+@pytest.mark.slow  # runs cfn-lint
 def test_cfn_lint_finds_nothing() -> None:
     templates = sorted(AWS_DIR.glob("*.yaml"))
     assert {t.name for t in templates} == {
@@ -242,6 +247,7 @@ def test_cfn_lint_finds_nothing() -> None:
     assert result.stdout.strip() == ""
 
 
+@pytest.mark.slow  # runs cfn-lint
 def test_cfn_lint_rejects_a_wrong_rule_state(tmp_path: Path) -> None:
     """Guards the test above: cfn-lint knows the EventBridge rule states."""
     broken = tmp_path / "broken.yaml"
@@ -265,6 +271,7 @@ def _cfn_lint(*paths: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # a stack in moto
 def test_break_glass_assume_role_reaches_the_queue_and_a_decoy_does_not(
     moto_endpoint: str,
 ) -> None:
@@ -276,6 +283,7 @@ def test_break_glass_assume_role_reaches_the_queue_and_a_decoy_does_not(
     assert received == [wanted["eventID"]]
 
 
+@pytest.mark.slow  # every shape through moto's EventBridge to SQS
 def test_sessions_and_sign_ins_are_forwarded_references_and_forgeries_are_not(
     moto_endpoint: str,
 ) -> None:
@@ -326,6 +334,7 @@ def test_root_use_is_forwarded_unless_aws_acts_for_root(moto_endpoint: str) -> N
     assert received == [sign_in["eventID"]]
 
 
+@pytest.mark.slow  # a stack in moto
 def test_root_monitoring_off_creates_no_root_rule(moto_endpoint: str) -> None:
     outputs = create_stack(moto_endpoint, CENTRAL, CENTRAL_PARAMETERS | {"MonitorRoot": "false"})
     received = deliver(
@@ -394,6 +403,39 @@ def test_rendered_pattern_parameter_replaces_the_built_pattern(moto_endpoint: st
     assert sorted(received) == sorted([other_case["eventID"], assumed["eventID"]])
 
 
+def test_rendered_patterns_take_one_rule_each(moto_endpoint: str) -> None:
+    """Principals that need several patterns (issue 11, point 9): one rule per pattern."""
+    roles = [f"arn:aws:iam::{ACCOUNT}:role/break-glass-admin-{i:03}" for i in range(90)]
+    rules = Rules(
+        principals=tuple(
+            Principal(f"r{i}", "role", ACCOUNT, iam_names=(arn.rsplit("/", 1)[-1],), arn=arn)
+            for i, arn in enumerate(roles)
+        ),
+        exercises=(),
+    )
+    patterns = [json.dumps(p) for p in eventbridge_patterns(rules)]
+    assert len(patterns) == 3
+    parameters = {"EventPattern": patterns[0], "EventPattern2": patterns[1]}
+    parameters |= {"EventPattern3": patterns[2], "MonitorRoot": "false"}
+    outputs = create_stack(moto_endpoint, CENTRAL, parameters)
+    first, last = assume_role(roles[0]), assume_role(roles[-1])
+    decoy = assume_role(DECOY_ROLE_ARN)
+    received = deliver(
+        moto_endpoint, outputs["QueueUrl"], [entry(first), entry(last), entry(decoy)], "us-east-1"
+    )
+    assert sorted(received) == sorted([first["eventID"], last["eventID"]])
+
+
+def test_root_rule_forwards_the_console_acting_for_root(moto_endpoint: str) -> None:
+    outputs = create_stack(moto_endpoint, CENTRAL, CENTRAL_PARAMETERS)
+    console = record("StartLogging", ROOT_IDENTITY | {"invokedBy": "signin.amazonaws.com"})
+    service = record("StartLogging", ROOT_IDENTITY | {"invokedBy": "support.amazonaws.com"})
+    received = deliver(
+        moto_endpoint, outputs["QueueUrl"], [entry(console), entry(service)], "us-east-1"
+    )
+    assert received == [console["eventID"]]
+
+
 def test_forwarder_delivers_another_regions_events_to_the_central_queue(
     moto_endpoint: str,
 ) -> None:
@@ -414,7 +456,13 @@ def test_forwarder_delivers_another_regions_events_to_the_central_queue(
 def test_forwarder_matches_exactly_what_the_central_rules_match() -> None:
     central = load_template(CENTRAL)["Resources"]
     forwarder = load_template(FORWARDER)["Resources"]
-    for rule in ("PrincipalsRule", "RootRule"):
+    for rule in (
+        "PrincipalsRule",
+        "PrincipalsRule2",
+        "PrincipalsRule3",
+        "PrincipalsRule4",
+        "RootRule",
+    ):
         assert (
             forwarder[rule]["Properties"]["EventPattern"]
             == (central[rule]["Properties"]["EventPattern"])
@@ -427,16 +475,44 @@ def test_queue_policy_admits_only_these_rules_over_tls() -> None:
     resources = load_template(CENTRAL)["Resources"]
     policy = resources["QueuePolicy"]["Properties"]
     assert policy["Queues"] == [{"Ref": "Queue"}, {"Ref": "DeadLetterQueue"}]
-    allow, deny = policy["PolicyDocument"]["Statement"]
+    allow, only_rules, deny = policy["PolicyDocument"]["Statement"]
     assert allow["Effect"] == "Allow"
     assert allow["Principal"] == {"Service": "events.amazonaws.com"}
     assert allow["Action"] == "sqs:SendMessage"
     assert allow["Condition"]["ArnEquals"]["aws:SourceArn"] == [
         {"Fn::GetAtt": ["PrincipalsRule", "Arn"]},
+        *(
+            {
+                "Fn::If": [
+                    f"UsePattern{n}",
+                    {"Fn::GetAtt": [f"PrincipalsRule{n}", "Arn"]},
+                    {"Ref": "AWS::NoValue"},
+                ]
+            }
+            for n in (2, 3, 4)
+        ),
         {"Fn::If": ["WatchRoot", {"Fn::GetAtt": ["RootRule", "Arn"]}, {"Ref": "AWS::NoValue"}]},
     ]
     assert deny["Effect"] == "Deny"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    # Issue 12: principals of the account with sqs:* must not inject records.
+    assert (only_rules["Effect"], only_rules["Principal"], only_rules["Action"]) == (
+        "Deny",
+        "*",
+        "sqs:SendMessage",
+    )
+    assert only_rules["Resource"] == allow["Resource"]
+    assert (
+        only_rules["Condition"]["ArnNotEquals"]["aws:SourceArn"]
+        == (allow["Condition"]["ArnEquals"]["aws:SourceArn"])
+    )
+    assert only_rules["Condition"]["ArnNotLike"] == {
+        "Fn::If": [
+            "HasQueueWriters",
+            {"aws:PrincipalArn": {"Ref": "QueueWriterRoleArns"}},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
 
 
 def test_bus_policies_exist_only_when_forwarding_is_allowed() -> None:
@@ -501,7 +577,9 @@ def test_watcher_policy_scopes_resources() -> None:
     queue_name = load_template(CENTRAL)["Parameters"]["QueueName"]["Default"]
     assert queue_arn.startswith("arn:aws:sqs:") and queue_arn.endswith(f":{queue_name}")
     kms = statement("DecryptQueueMessagesIfSseKms")["Condition"]["StringEquals"]
-    assert kms["kms:EncryptionContext:aws:sqs:arn"] == queue_arn
+    dlq_arn = statement("ConsumeDeadLetterQueueAsSecondChance")["Resource"]
+    assert dlq_arn == f"{queue_arn}-dlq"  # the template's QueueName-dlq
+    assert kms["kms:EncryptionContext:aws:sqs:arn"] == [queue_arn, dlq_arn]
     assert kms["kms:ViaService"].startswith("sqs.")
     reader_name = load_template(READER)["Parameters"]["RoleName"]["Default"]
     assert statement("AssumeReaderRolesOfWatchedAccounts")["Resource"] == (

@@ -154,6 +154,8 @@ def test_required_views_are_present() -> None:
         "breakglass_source_up",
         "histogram_quantile(0.95, sum by (source, le) "
         "(rate(breakglass_detection_delay_seconds_bucket",
+        "breakglass_exercise_last_window_start_timestamp_seconds",
+        "max by (person) (breakglass_person_last_drill_timestamp_seconds",
     ):
         assert needle in exprs
 

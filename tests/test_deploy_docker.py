@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -199,13 +198,12 @@ def test_healthcheck_command_follows_healthz(
     assert (result.returncode == 0) is healthy
 
 
-def test_healthcheck_fails_when_nothing_listens(build: list[list[Instruction]]) -> None:
+def test_healthcheck_fails_when_nothing_listens(
+    build: list[list[Instruction]], closed_port: int
+) -> None:
     (healthcheck,) = _final(build, "HEALTHCHECK")
     code = exec_form(healthcheck.args.partition("CMD ")[2])[2]
-    with socket.socket() as probe:  # a port that was free a moment ago and now has no listener
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    code = code.replace(f"127.0.0.1:{LISTEN_PORT}", f"127.0.0.1:{port}")
+    code = code.replace(f"127.0.0.1:{LISTEN_PORT}", f"127.0.0.1:{closed_port}")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
     assert result.returncode != 0
 

@@ -28,6 +28,7 @@ LISTEN_PORT = 9783
 # The oldest Kubernetes minor version the manifests are checked against; up to the newest shipped.
 OLDEST_VERSION = Version("1.29")
 SCHEMA_VERSIONS = [v for v in all_versions() if Version(v) >= OLDEST_VERSION]
+NEWEST_VERSION = max(SCHEMA_VERSIONS, key=Version)
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 Manifest = dict[str, Any]
@@ -105,7 +106,14 @@ def _label(o: Manifest) -> str:
     return f"{o['kind']}/{o['metadata']['name']}"
 
 
-@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+@pytest.mark.parametrize(
+    "version",
+    # The newest schema stays in the fast subset; the older ones are many and slow.
+    [
+        pytest.param(v, marks=() if v == NEWEST_VERSION else pytest.mark.slow)
+        for v in SCHEMA_VERSIONS
+    ],
+)
 @pytest.mark.parametrize(
     "manifest",
     [o for o in all_objects() if o["kind"] not in CRD_KINDS],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import socket
 import string
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,27 +19,29 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from watcher.cli import main
-from watcher.demo import (
+from watcher.demo.cloudtrail import CloudTrailStandIn
+from watcher.demo.running import running_watcher
+from watcher.demo.scenario import (
     DRILL_EXERCISE,
     ROLE_PRINCIPAL,
     USER_PRINCIPAL,
-    CloudTrailStandIn,
     DemoSetup,
-    running_watcher,
     set_up_demo,
 )
 from watcher.drill import (
     DrillOptions,
     DrillRefused,
-    Expectation,
     choose_principal,
     drill,
-    find_detection,
-    judge_detection,
-    listen_url,
     run_drill,
     session_name_for,
     source_identity_for,
+)
+from watcher.drill_detection import (
+    Expectation,
+    find_detection,
+    judge_detection,
+    listen_url,
 )
 from watcher.emulator.server import Emulator
 from watcher.model import Exercise, Principal, Rules
@@ -205,13 +206,6 @@ def _record(path: Path) -> dict[str, Any]:
     return data
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 async def test_detected_drill_passes_and_writes_the_record(
     demo: DemoSetup, emulator: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -250,6 +244,7 @@ async def test_detected_drill_passes_and_writes_the_record(
     assert f"Exercise record: {result.markdown_path}" in out
 
 
+@pytest.mark.slow  # waits out the drill's timeout
 async def test_drill_never_reported_fails_with_a_monitoring_gap(
     demo: DemoSetup, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -269,10 +264,11 @@ async def test_drill_never_reported_fails_with_a_monitoring_gap(
     assert "FAILED: monitoring has a gap" in out
 
 
+@pytest.mark.slow  # waits out the drill's timeout
 def test_no_watcher_fails_and_says_it_could_not_be_reached(
-    demo: DemoSetup, capsys: pytest.CaptureFixture[str]
+    demo: DemoSetup, capsys: pytest.CaptureFixture[str], closed_port: int
 ) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{closed_port}"
     code = run_drill(_options(demo, watcher_url=url, timeout=1.0), out=sys.stdout)
     assert code == 1
     [path] = (demo.config_path.parent / "records").glob("*.json")
@@ -299,6 +295,7 @@ def test_refused_outside_the_window(
     assert not records.exists()
 
 
+@pytest.mark.slow  # a third drill end to end
 async def test_outside_window_when_asked_expects_unexpected_use(
     demo: DemoSetup, emulator: Emulator
 ) -> None:
@@ -327,6 +324,7 @@ async def test_outside_window_when_asked_expects_unexpected_use(
     assert any("--outside-window" in n for n in record.notes)
 
 
+@pytest.mark.slow  # a second drill end to end
 async def test_user_drill_through_a_profile(
     demo: DemoSetup, emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

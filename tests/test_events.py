@@ -24,6 +24,8 @@ from watcher.errors import MalformedEventError
 from watcher.events import (
     FileReadError,
     Malformed,
+    Skipped,
+    issued_access_key,
     iter_document,
     iter_file,
     normalise,
@@ -48,7 +50,7 @@ def user_call(n: int = 0, **kw: Any) -> dict[str, Any]:
     )
 
 
-def ids(items: list[TrailEvent | Malformed]) -> list[str]:
+def ids(items: list[TrailEvent | Malformed | Skipped]) -> list[str]:
     return [i.event_id if isinstance(i, TrailEvent) else f"bad:{i.where}" for i in items]
 
 
@@ -112,6 +114,21 @@ def test_normalise_assume_calls() -> None:
     assert normalise(saml, "x").session_name == "jane"
 
 
+def test_issued_access_key_of_assume_calls() -> None:
+    caller = iam_user_identity(ACCOUNT, "alice", "AKIAALICE")
+    issued = assume_role_record(
+        caller=caller, role_arn=ROLE, session_name="s", event_time=T, issued_access_key_id="ASIA1"
+    )
+    assert issued_access_key(normalise(issued, "x")) == "ASIA1"
+    denied = assume_role_record(
+        caller=caller, role_arn=ROLE, session_name="s", event_time=T, error_code="AccessDenied"
+    )
+    assert issued_access_key(normalise(denied, "x")) is None
+    assert issued_access_key(normalise(user_call(), "x")) is None
+    for odd in ("text", {"credentials": "text"}, {"credentials": {"accessKeyId": 7}}):
+        assert issued_access_key(normalise({**issued, "responseElements": odd}, "x")) is None
+
+
 def test_normalise_console_login() -> None:
     identity = iam_user_identity(ACCOUNT, "break-glass-admin")
     ok = normalise(
@@ -144,7 +161,7 @@ def test_account_falls_back_to_the_identity() -> None:
         (lambda r: r.update(eventID=7), "eventID is missing or not a non-empty string"),
         (lambda r: r.update(eventTime="yesterday"), "not an ISO 8601 time"),
         (lambda r: r.update(eventTime="2026-10-01T12:00:00"), "has no UTC offset"),
-        (lambda r: r.update(eventTime="9999-12-31T23:59:59-05:00"), "not an ISO 8601 time"),
+        (lambda r: r.update(eventTime="9999-12-31T23:59:59-05:00"), "outside the years"),
         (lambda r: r.update(eventTime=1700000000), "eventTime is missing or not a string"),
         (lambda r: r.pop("eventName"), "eventName"),
         (lambda r: r.update(eventSource=None), "eventSource"),
@@ -288,7 +305,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
     lines = "\n".join(json.dumps(user_call(n)) for n in range(2000)).encode()
     truncated = gzip.compress(lines)[:-2000]
     path = write(tmp_path / "cut.json.gz", truncated)
-    seen: list[TrailEvent | Malformed] = []
+    seen: list[TrailEvent | Malformed | Skipped] = []
     with pytest.raises(FileReadError, match=r"cut\.json\.gz"):
         seen.extend(iter_file(path))
     assert 0 < len(seen) < 2000 and all(isinstance(i, TrailEvent) for i in seen)

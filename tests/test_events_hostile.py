@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +21,7 @@ from watcher.emulator.records import (
     iam_user_identity,
     lookup_item,
 )
-from watcher.events import Malformed, iter_document, iter_file, parse_body
+from watcher.events import Malformed, Skipped, iter_document, iter_file, parse_body
 from watcher.identify import PrincipalIndex, identify
 from watcher.model import Principal, TrailEvent
 
@@ -111,7 +114,7 @@ def hostile_records(draw: st.DrawFn) -> object:
     return record
 
 
-def check(items: list[TrailEvent | Malformed]) -> list[str]:
+def check(items: list[TrailEvent | Malformed | Skipped]) -> list[str]:
     """Every item is one of the two, and runs through identification; the good event ids."""
     found = []
     for item in items:
@@ -124,10 +127,18 @@ def check(items: list[TrailEvent | Malformed]) -> list[str]:
     return found
 
 
+def scratch_file(suffix: str) -> Path:
+    """A new empty file of this process's own (parallel test workers write beside it)."""
+    handle, name = tempfile.mkstemp(prefix="hostile-", suffix=suffix)
+    os.close(handle)
+    return Path(name)
+
+
 def deep(n: int) -> str:
     return '{"a":' * n + "1" + "}" * n
 
 
+@pytest.mark.slow  # 150 generated examples
 @given(hostile_records())
 @HOSTILE
 def test_hostile_envelopes(record: object) -> None:
@@ -143,6 +154,7 @@ def test_hostile_envelopes(record: object) -> None:
     check(items)
 
 
+@pytest.mark.slow  # 150 generated examples
 @given(hostile_records(), st.booleans())
 @HOSTILE
 def test_hostile_lookup_items(record: object, as_text: bool) -> None:
@@ -162,12 +174,13 @@ def test_hostile_lookup_items(record: object, as_text: bool) -> None:
     assert found[0] == "a" and found[-1] == "b"
 
 
+@pytest.mark.slow  # 150 generated examples, each a file
 @given(hostile_records(), st.booleans(), st.booleans())
 @HOSTILE
 def test_hostile_log_files(record: object, gz: bool, pretty: bool) -> None:
     log = {"Records": [good("a"), record, good("b")]}
     data = json.dumps(log, indent=2 if pretty else None).encode()
-    path = Path(f"/tmp/hostile-{id(data)}.json")  # tmp_path is function-scoped
+    path = scratch_file(".json")  # tmp_path is function-scoped
     try:
         path.write_bytes(gzip.compress(data) if gz else data)
         found = check(list(iter_file(path)))
@@ -211,8 +224,8 @@ def test_raw_bytes_beside_good_records(junk: bytes, where: str) -> None:
     assert found[0] == "a" and found[-1] == "b"
 
 
-def _file_items(data: bytes) -> list[TrailEvent | Malformed]:
-    path = Path(f"/tmp/hostile-bytes-{id(data)}.jsonl")
+def _file_items(data: bytes) -> list[TrailEvent | Malformed | Skipped]:
+    path = scratch_file(".jsonl")
     try:
         path.write_bytes(data)
         return list(iter_file(path))
@@ -262,7 +275,7 @@ def test_deep_nesting_huge_strings_and_big_bodies(tmp_path: Path) -> None:
 @HOSTILE
 def test_broken_log_file_syntax_never_raises(tokens: list[str]) -> None:
     text = '{"Records": [' + json.dumps(good("a")) + "," + "".join(tokens)
-    path = Path(f"/tmp/hostile-syntax-{id(text)}.json")
+    path = scratch_file(".json")
     try:
         path.write_text(text)
         found = check(list(iter_file(path)))

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +44,10 @@ from harness import (
 from watcher.emulator.infra import Pipeline, create_pipeline, deliver_many
 from watcher.emulator.server import Emulator, start_emulator
 from watcher.rules import load_rules
+
+pytestmark = (
+    pytest.mark.slow
+)  # fault injection against daemon subprocesses, minutes of outages and kills
 
 LOOKUP_INTERVAL = 1.0
 #: How long /readyz tolerates a source without a successful poll: the daemon's
@@ -77,6 +82,15 @@ def at_now(_: int) -> datetime:
     return datetime.now(UTC) - timedelta(seconds=5)
 
 
+def refusing(port: int) -> socket.socket:
+    """Bind loopback ``port`` without listening: connections are refused, as by a stopped
+    endpoint, and no other process (a parallel test) can take the port before it comes back."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the old TIME_WAITs
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
 # -- the endpoint disappears --------------------------------------------------------------
 
 
@@ -100,12 +114,14 @@ def test_endpoint_outage_marks_sources_down_then_counts_everything_once(
     )
     before = user_calls(range(3), at_now, tag="before")
     during = user_calls(range(30), at_now, tag="during")
+    held: socket.socket | None = None
     try:
         with running_daemon(config) as daemon:
             deliver_many(emulator.endpoint_url, before)
             wait_for(lambda: events_total(daemon) == 3, what="the events before the outage")
 
             endpoint.stop()
+            held = refusing(port)
             gone = time.monotonic()
             wait_for(
                 lambda: source_up(daemon, "eventbridge") == 0 and source_up(daemon, "lookup") == 0,
@@ -130,6 +146,7 @@ def test_endpoint_outage_marks_sources_down_then_counts_everything_once(
             assert events_total(daemon) == 3
             assert daemon.metric("breakglass_source_errors_total", kind="network") > 0
 
+            held.close()
             endpoint = start_emulator(port)
             wait_for(
                 lambda: events_total(daemon) == 3 + 30,
@@ -146,6 +163,8 @@ def test_endpoint_outage_marks_sources_down_then_counts_everything_once(
             assert events_total(daemon) == 33
             assert queue_depth(emulator.endpoint_url, pipeline.queue_url) == (0, 0)
     finally:
+        if held is not None:
+            held.close()
         endpoint.stop()
 
 

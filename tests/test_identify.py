@@ -1,4 +1,4 @@
-"""Every identification case of DESIGN.md "identify", on real-shaped records."""
+"""Every identification case of docs/design.md "Identification", on real-shaped records."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,7 @@ SOURCES = [
 ]
 
 SRC = {"source", "account", "region"}
-#: DESIGN.md's Metrics table: exposed name → (type, label names).
+#: docs/design.md "Metrics", as first agreed: exposed name → (type, label names).
 DESIGN = {
     "breakglass_events_total": ("counter", {"principal", "classification", "outcome"}),
     "breakglass_sessions_total": ("counter", {"principal", "classification"}),
@@ -57,8 +58,11 @@ DESIGN = {
     "breakglass_rules_info": ("gauge", {"digest"}),
     "breakglass_config_last_reload_success": ("gauge", set()),
 }
+#: Added since (docs/design.md "Where the code stands apart from the original contract").
 ADDED = {
     "breakglass_events_malformed_total": ("counter", {"source"}),
+    # {account}, set by each inventory run: no series before the first.
+    "breakglass_inventory_unwatched_principals": ("gauge", set()),
     "breakglass_leader": ("gauge", {"replica"}),
 }
 
@@ -133,6 +137,24 @@ def test_names_types_and_labels_are_exactly_design_md_plus_the_documented_additi
         labels = {k for s in family.samples for k in s.labels} - {"le"}
         exposed[name] = (family.type, labels)
     assert exposed == DESIGN | ADDED
+
+
+def test_building_metrics_leaves_the_process_wide_created_switch_alone() -> None:
+    """Only ``drop_created_series`` (called by each entry point) turns ``*_created`` off."""
+    script = """
+from prometheus_client import generate_latest
+from watcher.metrics import WatcherMetrics, drop_created_series
+
+metrics = WatcherMetrics()
+metrics.malformed("eventbridge")
+print(b"_created" in generate_latest(metrics.registry))
+drop_created_series()
+print(b"_created" in generate_latest(metrics.registry))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert run.stdout.split() == ["True", "False"]
 
 
 def test_every_known_label_set_starts_at_zero() -> None:

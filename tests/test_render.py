@@ -19,8 +19,15 @@ from watcher.emulator.records import (
     root_identity,
 )
 from watcher.errors import ConfigError
+from watcher.events import normalise
+from watcher.identify import PrincipalIndex, identify
 from watcher.model import Principal, Rules
-from watcher.render import MAX_PATTERN_CHARS, eventbridge_pattern, eventbridge_pattern_json
+from watcher.render import (
+    MAX_PATTERN_CHARS,
+    eventbridge_pattern,
+    eventbridge_pattern_json,
+    eventbridge_patterns,
+)
 
 ACCOUNT = "123456789012"
 OTHER = "210987654321"
@@ -52,7 +59,9 @@ def _call(identity: dict[str, Any], event_id: str, **extra: Any) -> dict[str, An
     return api_call_record(identity=identity, **fields)
 
 
-def _records() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _records() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(break-glass records, records that must not reach the queue, records the compacted
+    pattern forwards and the daemon drops)."""
     auditor = iam_user_identity(ACCOUNT, "auditor", "AKIAAUDITOR000000000")
     wanted = [
         _call(iam_user_identity(ACCOUNT, "Break-Glass-User"), "user-call"),
@@ -90,7 +99,6 @@ def _records() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     ]
     decoys = [
         _call(iam_user_identity(ACCOUNT, "break-glass-user-old"), "longer-name"),
-        _call(iam_user_identity(OTHER, "break-glass-user"), "other-account-user"),
         _call(
             auditor,
             "auditor-reads-role",
@@ -113,7 +121,9 @@ def _records() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             event_id="assume-other-role",
         ),
     ]
-    return wanted, decoys
+    # Names are matched across accounts; the daemon compares the account.
+    widened = [_call(iam_user_identity(OTHER, "break-glass-user"), "other-account-user")]
+    return wanted, decoys, widened
 
 
 def _drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
@@ -131,13 +141,17 @@ def test_only_break_glass_events_reach_the_queue(moto_endpoint: str) -> None:
     events = boto3.client("events", region_name="us-east-1", endpoint_url=moto_endpoint)
     assert events.describe_rule(Name=pipeline.rule_name)["State"] == RULE_STATE
 
-    wanted, decoys = _records()
-    for record in wanted + decoys:
+    wanted, decoys, widened = _records()
+    for record in wanted + decoys + widened:
         deliver(moto_endpoint, record)
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_endpoint)
     bodies = _drain(sqs, pipeline.queue_url)
 
-    assert sorted(b["detail"]["eventID"] for b in bodies) == sorted(r["eventID"] for r in wanted)
+    assert sorted(b["detail"]["eventID"] for b in bodies) == sorted(
+        r["eventID"] for r in wanted + widened
+    )
+    index = PrincipalIndex(RULES.principals)
+    assert [identify(normalise(r, "x"), index) for r in widened] == [None]
     login = next(b for b in bodies if b["detail"]["eventID"] == "root-login")
     assert login["source"] == "aws.signin"
     assert login["detail-type"] == "AWS Console Sign In via CloudTrail"
@@ -165,19 +179,33 @@ def test_pattern_shape() -> None:
     assert pattern["source"] == [{"prefix": "aws."}]
     assert "detail-type" not in pattern
     alternatives = pattern["detail"]["$or"]
-    users = alternatives[0]["userIdentity"]
-    assert users["accountId"] == [ACCOUNT]
-    assert users["userName"] == [
-        {"equals-ignore-case": "break-glass-user"},
-        {"wildcard": "*emergency*"},
-    ]
+    names = [{"equals-ignore-case": "break-glass-user"}, {"wildcard": "*emergency*"}]
+    assert {"userIdentity": {"type": ["IAMUser"], "userName": names}} in alternatives
+    assert {
+        "userIdentity": {
+            "type": ["FederatedUser"],
+            "sessionContext": {"sessionIssuer": {"userName": names}},
+        }
+    } in alternatives
     assert {
         "eventName": [{"prefix": "AssumeRole"}],
         "requestParameters": {
             "roleArn": [{"suffix": {"equals-ignore-case": "/break-glass-admin"}}]
         },
     } in alternatives
+    # A denied assume call names the role only in errorMessage: every failed one is forwarded.
+    assert {"eventName": [{"prefix": "AssumeRole"}], "errorCode": [{"exists": True}]} in (
+        alternatives
+    )
+    # Console sign-in records of role sessions (SwitchRole) have no session context.
+    assert {
+        "userIdentity": {
+            "type": ["AssumedRole"],
+            "sessionContext": {"sessionIssuer": {"type": [{"exists": False}]}},
+        }
+    } in alternatives
     assert {"userIdentity": {"type": ["Root"], "accountId": [ACCOUNT]}} in alternatives
+    assert {"eventName": ["AssumeRoot"]} in alternatives
     assert json.loads(eventbridge_pattern_json(RULES)) == pattern
 
 
@@ -185,7 +213,7 @@ def test_glob_classes_widen_to_wildcards() -> None:
     rules = Rules(
         principals=(Principal("p", "role", ACCOUNT, name_pattern="bg-?[0-9]*"),), exercises=()
     )
-    [session, assume] = eventbridge_pattern(rules)["detail"]["$or"]
+    *_, session, assume = eventbridge_pattern(rules)["detail"]["$or"]
     issuer = session["userIdentity"]["sessionContext"]["sessionIssuer"]
     assert issuer["userName"] == [{"wildcard": "bg-*"}]
     assert assume["requestParameters"]["roleArn"] == [{"wildcard": "*/bg-*"}]
@@ -196,10 +224,64 @@ def test_nothing_to_match_is_an_error() -> None:
         eventbridge_pattern(Rules(principals=(), exercises=()))
 
 
-def test_a_pattern_over_the_size_limit_is_an_error() -> None:
-    many = tuple(
-        Principal(f"u{i}", "user", ACCOUNT, iam_names=(f"break-glass-user-{i:04}",))
-        for i in range(200)
+def _compact(pattern: dict[str, Any]) -> int:
+    return len(json.dumps(pattern, separators=(",", ":")))
+
+
+def _roles(count: int, *, accounts: int = 1, distinct: bool = True) -> Rules:
+    """``count`` break-glass roles, one per account, named like real ones (22 characters)."""
+    return Rules(
+        principals=tuple(
+            Principal(
+                f"r{i}",
+                "role",
+                f"{100000000000 + i % accounts:012d}",
+                iam_names=(f"break-glass-admin-{i:04}" if distinct else "break-glass-admin",),
+            )
+            for i in range(count)
+        ),
+        exercises=(),
     )
-    with pytest.raises(ConfigError, match=str(MAX_PATTERN_CHARS)):
-        eventbridge_pattern(Rules(principals=many, exercises=()))
+
+
+def test_the_same_role_name_in_every_account_is_one_small_pattern() -> None:
+    """Names are compacted across accounts: 1000 accounts' break-glass role is one name."""
+    [pattern] = eventbridge_patterns(_roles(1000, accounts=1000, distinct=False))
+    assert _compact(pattern) < 600
+
+
+def test_distinct_names_spread_over_as_many_patterns_as_needed() -> None:
+    """The measured limit: 34 distinct 22-character role names (with the fixed alternatives:
+    denied assumes, role console sign-ins) fit one 4096-character pattern (41 such user names,
+    264 root accounts); 200 such roles need 6 patterns."""
+    assert len(eventbridge_patterns(_roles(34))) == 1
+    assert len(eventbridge_patterns(_roles(35))) == 2
+    many = _roles(200)
+    patterns = eventbridge_patterns(many)
+    assert len(patterns) == 6
+    assert all(_compact(p) <= MAX_PATTERN_CHARS for p in patterns)
+    matched = set()
+    for p in patterns:
+        for alt in p["detail"]["$or"]:
+            for m in alt.get("requestParameters", {}).get("roleArn", []):
+                matched.add(m["suffix"]["equals-ignore-case"])
+    assert matched == {f"/break-glass-admin-{i:04}" for i in range(200)}
+    # The fixed alternatives are in the first pattern only.
+    assert [
+        {"eventName": [{"prefix": "AssumeRole"}], "errorCode": [{"exists": True}]}
+        in p["detail"]["$or"]
+        for p in patterns
+    ] == [True] + [False] * 5
+
+
+def test_one_pattern_is_refused_when_several_are_needed() -> None:
+    with pytest.raises(ConfigError, match="render eventbridge-patterns"):
+        eventbridge_pattern(_roles(200))
+
+
+def test_a_principal_too_large_for_any_pattern_is_an_error() -> None:
+    huge = Rules(
+        principals=(Principal("p", "role", ACCOUNT, iam_names=("x" * 4000,)),), exercises=()
+    )
+    with pytest.raises(ConfigError, match=r"principals\.p"):
+        eventbridge_patterns(huge)

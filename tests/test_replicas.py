@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import boto3
@@ -55,6 +56,10 @@ exercises:
 
 def events_total(daemon: DaemonProcess) -> float:
     return daemon.metric("breakglass_events_total")
+
+
+def at_total(daemon: DaemonProcess) -> bool:
+    return events_total(daemon) == TOTAL
 
 
 def diagnosis(emulator: Emulator, queue_url: str, replicas: list[DaemonProcess]) -> str:
@@ -135,7 +140,7 @@ def test_three_replicas_killed_at_random_count_every_event_once(
             victim.wait()
             if was_leader:
                 wait_for(
-                    lambda k=killed: any(c.at > k + 0.05 for c in emulator.lookup.calls()),
+                    partial(lambda k: any(c.at > k + 0.05 for c in emulator.lookup.calls()), killed),
                     timeout=4 * LEASE,
                     what="the new leader's first LookupEvents call",
                 )
@@ -147,7 +152,7 @@ def test_three_replicas_killed_at_random_count_every_event_once(
         delivery.join(180)
         try:
             for daemon in replicas:
-                wait_for(lambda d=daemon: events_total(d) == TOTAL, 180, "every replica at all")
+                wait_for(partial(at_total, daemon), 180, "every replica at all")
         except AssertionError as exc:
             why = diagnosis(emulator, pipeline.queue_url, replicas)
             raise AssertionError(f"{exc}: {why}") from None

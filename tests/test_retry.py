@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import aiohttp
@@ -16,7 +15,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from watcher.sources.retry import Backoff, TokenBucket, classify_error, sleep_or_stop
+from watcher.sources.retry import Backoff, RateBudgets, TokenBucket, classify_error
 
 
 class FakeTime:
@@ -129,10 +128,15 @@ def test_errors_are_classified(exc: BaseException, kind: str) -> None:
     assert classify_error(exc) == kind
 
 
-async def test_sleep_or_stop() -> None:
-    stop = asyncio.Event()
-    assert await sleep_or_stop(stop, 0.01) is False
-    asyncio.get_running_loop().call_later(0.01, stop.set)
-    async with asyncio.timeout(5):  # would sleep an hour if the stop were missed
-        assert await sleep_or_stop(stop, 3600) is True
-    assert await sleep_or_stop(stop, 3600) is True
+def test_rate_budgets_keep_one_bucket_per_key_across_users() -> None:
+    """A restarted source gets the bucket (and the debt) of the one it replaces."""
+    now = [0.0]
+    budgets = RateBudgets(clock=lambda: now[0])
+    first = budgets.bucket(("lookup", "1", "us-east-1"), 2.0)
+    assert first.reserve() == 0.0
+    again = budgets.bucket(("lookup", "1", "us-east-1"), 2.0)
+    assert again is first
+    assert again.reserve() == pytest.approx(0.5)  # owed: no fresh, full bucket
+    assert budgets.bucket(("lookup", "1", "eu-west-1"), 2.0) is not first
+    slower = budgets.bucket(("lookup", "1", "us-east-1"), 1.0)
+    assert slower is first and slower.rate == 1.0

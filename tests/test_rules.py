@@ -633,12 +633,14 @@ def parse_only_config_errors(documents: list[tuple[str, object]]) -> None:
         assert exc.problems and all(isinstance(p, Problem) for p in exc.problems)
 
 
+@pytest.mark.slow  # 300 generated examples
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(data, min_size=1, max_size=3))
 def test_garbage_data_raises_only_config_error(documents: list[object]) -> None:
     parse_only_config_errors([(f"f{i}.yaml", doc) for i, doc in enumerate(documents)])
 
 
+@pytest.mark.slow  # hundreds of generated examples
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(

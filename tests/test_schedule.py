@@ -1,4 +1,4 @@
-"""Exercise windows: edges, daylight-saving changes, one-offs, and the memo of window_at."""
+"""Exercise windows: edges, daylight-saving changes, one-offs, and WindowFinder's memo."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from watcher.model import Exercise, Window
 from watcher.schedule import (
+    WindowFinder,
     iter_starts,
     next_window_start,
     shortest_gap,
@@ -245,8 +246,10 @@ def test_window_at_memo_agrees_with_plain_search(
 ) -> None:
     """Calls in any order (the memo's hits and misses) give the same answer as a fresh search."""
     exercise = recurring(schedule, timedelta(minutes=5), zone)
+    finder = WindowFinder()
     for offset in offsets:
         t = base + timedelta(seconds=offset)
         found = windows_overlapping(exercise, t, t + timedelta(microseconds=1))
         expected = found[-1] if found else None
+        assert finder.window_at(exercise, t) == expected
         assert window_at(exercise, t) == expected

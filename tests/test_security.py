@@ -30,6 +30,8 @@ from watcher.emulator.server import Emulator
 from watcher.rules import load_rules
 from watcher.settings import DEFAULT_LISTEN
 
+pytestmark = pytest.mark.slow  # the daemon as a subprocess
+
 RNG = random.Random(7)
 
 

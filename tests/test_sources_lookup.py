@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from conftest import RecordingObserver, RecordingSink
 
 from watcher.aws import AwsClients
@@ -205,11 +207,18 @@ async def test_one_poll_finds_every_kind_of_break_glass_event(
         ("ResourceName", ROLE),
         ("AccessKeyId", SESSION_KEY),
         ("EventName", "ConsoleLogin"),
+        # What no attribute finds (issue 11): console switches, denied assume calls, AssumeRoot.
+        ("EventName", "SwitchRole"),
+        ("EventName", "AssumeRole"),
+        ("EventName", "AssumeRoleWithSAML"),
+        ("EventName", "AssumeRoleWithWebIdentity"),
+        ("EventName", "AssumeRoot"),
     }
     assert observer.successes == [("lookup", ACCOUNT, "us-east-1")]
     assert observer.errors == []
 
 
+@pytest.mark.slow  # paced by the real rate limit
 async def test_the_rate_holds_while_paging_over_many_events(
     emulator: Emulator, observer: RecordingObserver
 ) -> None:
@@ -222,7 +231,7 @@ async def test_the_rate_holds_while_paging_over_many_events(
 
     assert sorted(store.event_ids) == [f"e{i:03}" for i in range(160)]
     calls = emulator.lookup.calls(ACCOUNT, "us-east-1")
-    assert len(calls) == 7  # 4 pages of the user, root, the role, the sign-in sweep
+    assert len(calls) == 12  # 4 pages of the user, root, the role, 6 sweeps by event name
     assert {c.outcome for c in calls} == {"ok"}
     # The first request also opens the connection, so it reaches the server late and its gap
     # to the second looks short there; from then on the server sees the client's spacing.
@@ -230,6 +239,7 @@ async def test_the_rate_holds_while_paging_over_many_events(
     assert observer.errors == []
 
 
+@pytest.mark.slow  # paced by the real rate limit
 async def test_throttling_is_survived_counted_and_skips_no_page(
     emulator: Emulator, observer: RecordingObserver
 ) -> None:
@@ -275,7 +285,17 @@ async def test_the_overlap_rereads_late_events_that_share_a_timestamp(
         (("Username", "Break-Glass-User"), NOW - timedelta(hours=1)),
         (("Username", "root"), NOW - timedelta(hours=1)),
         (("ResourceName", ROLE), NOW - timedelta(hours=12)),
-        (("EventName", "ConsoleLogin"), NOW - timedelta(hours=1)),
+        *(
+            (("EventName", name), NOW - timedelta(hours=1))
+            for name in (
+                "ConsoleLogin",
+                "SwitchRole",
+                "AssumeRole",
+                "AssumeRoleWithSAML",
+                "AssumeRoleWithWebIdentity",
+                "AssumeRoot",
+            )
+        ),
     }
     assert {c.start for c in second_poll} == {NOW - timedelta(minutes=20)}
 
@@ -368,3 +388,32 @@ async def test_a_stop_during_a_throttle_wait_ends_the_poll_at_once(
     assert observer.errors == [("lookup", ACCOUNT, "us-east-1", "throttled")]
     assert observer.successes == []
     assert store.batches == []  # nothing read, and the checkpoint did not move
+
+
+async def test_a_clock_jump_never_moves_the_checkpoint_past_cloudtrails_clock(
+    emulator: Emulator, observer: RecordingObserver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12, point 6: a checkpoint taken from a clock that jumped ahead skipped, once the
+    clock was set right, every event between the real time and the jumped one."""
+    emulator.lookup.rate_per_second = 1000
+    real = datetime.now(UTC).replace(microsecond=0)
+    clock = Clock(real)
+    store = MemoryStore()
+    poller = _poller(emulator, store, observer, clock)
+    await _poll_until_success(poller, observer)  # checkpoint: now
+
+    clock.now = real + timedelta(hours=3)  # the local clock jumps three hours ahead
+    with caplog.at_level(logging.WARNING, logger="watcher.sources.lookup"):
+        await _poll_until_success(poller, observer, successes=2)
+    checkpoint = datetime.fromisoformat(store.batches[-1][2][f"lookup:{ACCOUNT}:us-east-1"])
+    assert real <= checkpoint <= datetime.now(UTC)  # CloudTrail's time, not the jumped one
+    assert ("lookup", ACCOUNT, "us-east-1", "other") in observer.errors
+    (warning,) = [r for r in caplog.records if "clock is ahead" in r.message]
+    assert warning.__dict__["ahead_seconds"] >= 3 * 3600 - 60
+
+    # Two hours later by the (still wrong) clock, CloudTrail shows a use from half an hour
+    # after the jump: the window starts at CloudTrail's time, so it is read.
+    emulator.lookup.add(_user_call("Break-Glass-User", "during-jump", real + timedelta(minutes=30)))
+    clock.now = real + timedelta(hours=2)
+    await _poll_until_success(poller, observer, successes=3)
+    assert "during-jump" in store.event_ids

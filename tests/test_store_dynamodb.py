@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +239,7 @@ async def test_leadership_fails_over_within_two_lease_periods(moto_server: str, 
             s,
             f"r{i}",
             lambda: datetime.now(UTC),
-            lambda on, i=i: changes.append((f"r{i}", on, loop.time())),
+            partial(lambda name, on: changes.append((name, on, loop.time())), f"r{i}"),
         )
         for i, s in enumerate(stores)
     ]

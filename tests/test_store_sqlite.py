@@ -233,3 +233,66 @@ async def test_a_10000_verdict_commit_runs_off_the_event_loop(
             f" ({loop_turns} loop turns meanwhile); recent_events(10 000): "
             f"{read_elapsed * 1000:.0f} ms"
         )
+
+
+# -- the deciding copy of a cross-account assume call (issue 11, point 5) ---------------------
+
+
+def copy(event_id: str, rank: int, classification: Classification, principal: str) -> Verdict:
+    v = verdict(event_id, shared="shared-1", classification=classification, principal=principal)
+    return Verdict(
+        v.event, v.principal, v.classification, v.outcome, session_key=v.session_key, copy_rank=rank
+    )
+
+
+@pytest.mark.parametrize("deciding_first", [True, False])
+async def test_the_deciding_copy_converges_the_stored_event_whatever_arrives_first(
+    store: SqliteStore, deciding_first: bool
+) -> None:
+    deciding = copy("caller-copy", 2, "unexpected", "bg-user")
+    weaker = copy("role-copy", 1, "drill", "bg-role")
+    first, second = (deciding, weaker) if deciding_first else (weaker, deciding)
+    one = await store.commit([(first, "sqs")], now=NOW)
+    two = await store.commit([(second, "lookup")], now=NOW)
+    [event] = await store.recent_events(10)
+    assert (event["event_id"], event["principal"], event["classification"]) == (
+        "caller-copy",
+        "bg-user",
+        "unexpected",
+    )
+    counted = [v.event.event_id for v in one.verdicts + two.verdicts]
+    totals = await store.totals()
+    if deciding_first:  # the weaker copy changes nothing
+        assert counted == ["caller-copy"]
+        assert totals.events == {("bg-user", "unexpected", "success"): 1}
+    else:  # counted as it came; the first count stays: counters never decrease
+        assert counted == ["role-copy", "caller-copy"]
+        assert totals.events == {
+            ("bg-role", "drill", "success"): 1,
+            ("bg-user", "unexpected", "success"): 1,
+        }
+    again = await reopen(store)
+    try:
+        assert (await again.totals()).events == totals.events
+        assert (await again.commit([(weaker, "sqs"), (deciding, "sqs")], now=NOW)).verdicts == []
+    finally:
+        await again.close()
+
+
+async def test_a_deciding_copy_that_decides_the_same_is_not_counted_again(
+    store: SqliteStore,
+) -> None:
+    await store.commit([(copy("role-copy", 1, "drill", "bg-role"), "sqs")], now=NOW)
+    again = await store.commit([(copy("caller-copy", 2, "drill", "bg-role"), "sqs")], now=NOW)
+    assert again.verdicts == []
+    assert (await store.totals()).events == {("bg-role", "drill", "success"): 1}
+    [event] = await store.recent_events(10)
+    assert event["event_id"] == "caller-copy"  # the stored record is the deciding copy
+
+
+async def test_within_one_batch_the_deciding_copy_is_stored(store: SqliteStore) -> None:
+    result = await store.commit(
+        [(copy("role-copy", 1, "drill", "bg-role"), "sqs"), (copy("c", 2, "drill", "bg-u"), "sqs")],
+        now=NOW,
+    )
+    assert [v.event.event_id for v in result.verdicts] == ["c"]

@@ -6,7 +6,8 @@ Exit status: 0 when every check passes, 1 when a check fails or an account could
 Drill recency needs the daemon's state (last drill per principal, when watching began). It is
 read from ``state_path`` when that file exists; a never-drilled principal the daemon has not
 recorded yet gets "first watched" = now, as the daemon would on its first tick. Without a state
-file the check is left out and a note says so.
+file the check is left out and a note says so. The same state gives every person of
+``people:`` their last attributed drill; an overdue person is a failing check too.
 """
 
 from __future__ import annotations
@@ -22,10 +23,36 @@ import orjson
 from watcher.aws import AwsClients
 from watcher.credentials import CheckResult, check_credentials, drill_due
 from watcher.inventory import AccountError, discover
-from watcher.model import Principal, Rules
+from watcher.model import Person, Principal, Rules
+from watcher.programme_metrics import person_due_at
 from watcher.rules import load_rules
 from watcher.settings import Config
 from watcher.store.registry import build_store
+
+
+@dataclass(frozen=True, slots=True)
+class PersonDrill:
+    """A person of ``people:`` with their newest attributed drill and when the next is due."""
+
+    person: Person
+    last_drill: datetime | None
+    due: datetime
+    now: datetime
+
+    @property
+    def ok(self) -> bool:
+        return self.now < self.due
+
+    @property
+    def reason(self) -> str:
+        last = (
+            "never seen practising"
+            if self.last_drill is None
+            else (f"last drill {self.last_drill.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
+        )
+        every = f"every {self.person.max_days_between_drills} days"
+        due = f"due {self.due.astimezone(UTC):%Y-%m-%d}"
+        return f"{last}, {due} ({every})" + ("" if self.ok else ": overdue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +63,16 @@ class AuditReport:
     truncated: Mapping[str, int]
     notes: tuple[str, ...]
     now: datetime
+    people: tuple[PersonDrill, ...] = ()
 
     @property
     def failing(self) -> int:
-        return sum(not c.ok for c in self.checks)
+        return sum(not c.ok for c in self.checks) + sum(not p.ok for p in self.people)
 
     @property
     def ok(self) -> bool:
-        return self.failing == 0 and not self.errors
+        """No failing check, no unreadable account, no matching principal left unwatched."""
+        return self.failing == 0 and not self.errors and not self.truncated
 
 
 def run_audit(config: Config, *, fmt: str, out: TextIO) -> int:
@@ -66,8 +95,10 @@ async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
     ]
     declared = [p for p in inventory.principals if p.origin == "declared"]
     notes: list[str] = []
+    people: list[PersonDrill] = []
     if config.store.kind != "sqlite" or config.state_path.exists():
         checks += await _drill_checks(config, declared, now)
+        people = await _people_drills(config, rules.people, now)
     else:
         notes.append(f"drill recency not checked: no state file at {config.state_path}")
     order = {p.name: i for i, p in enumerate(inventory.principals)}
@@ -78,6 +109,7 @@ async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
         truncated=inventory.truncated,
         notes=tuple(notes),
         now=now,
+        people=tuple(people),
     )
 
 
@@ -93,6 +125,27 @@ async def _drill_checks(
             last = last_drill.get(p.name)
             first = None if last else await store.first_seen_at("principal", p.name)
             results.append(drill_due(p, last, first or now, now))
+        return results
+    finally:
+        await store.close()
+
+
+async def _people_drills(
+    config: Config, people: tuple[Person, ...], now: datetime
+) -> list[PersonDrill]:
+    """Each person's last drill from the state; never seen: due from first listed (or now)."""
+    if not people:
+        return []
+    store = build_store(config, read_only=True)  # beside a running daemon
+    await store.open()
+    try:
+        last_drill = (await store.totals()).person_last_drill
+        results = []
+        for person in people:
+            last = last_drill.get(person.name)
+            first = None if last else await store.first_seen_at("person", person.name)
+            due = person_due_at(person, last, first or now)
+            results.append(PersonDrill(person, last, due, now))
         return results
     finally:
         await store.close()
@@ -119,13 +172,21 @@ def format_table(report: AuditReport) -> str:
         lines += [f"  {_mark(c.ok):<4}  {c.check:<{width}}  {c.reason}" for c in checks]
         if p.account in unread:
             lines.append(f"  ----  not checked: IAM of account {p.account} could not be read")
+    if report.people:
+        width = max(len(p.person.name) for p in report.people)
+        lines += ["", "People:"]
+        lines += [
+            f"  {_mark(p.ok):<4}  {p.person.name:<{width}}  {p.reason}"
+            f"  [{', '.join(p.person.principals)}]"
+            for p in report.people
+        ]
     if report.errors:
         lines += ["", "Account errors:"]
         lines += [f"  FAIL  {e.account}  {e.kind}: {e.message}" for e in report.errors]
     if report.truncated:
         lines += ["", "Discovery truncated:"]
         lines += [
-            f"  {account}: {n} more discovered principals not watched"
+            f"  FAIL  {account}: {n} more discovered principals not watched"
             for account, n in report.truncated.items()
         ]
     if report.notes:
@@ -134,17 +195,22 @@ def format_table(report: AuditReport) -> str:
 
 
 def format_json(report: AuditReport) -> str:
-    """A list of rows: every check, each account error (check ``source``), each truncation
-    (check ``discovery``), all with the same keys."""
+    """A list of rows: every check, each person's drill recency (check ``person_drill``), each
+    account error (check ``source``), each truncation (check ``discovery``), all with the same
+    keys."""
     by_name = {p.name: p for p in report.principals}
     rows: list[dict[str, Any]] = [
         _row(by_name[c.principal], c.check, c.ok, c.reason) for c in report.checks
     ]
     rows += [
+        _row(None, "person_drill", p.ok, f"person {p.person.name}: {p.reason}")
+        for p in report.people
+    ]
+    rows += [
         _row(None, "source", False, f"{e.kind}: {e.message}", e.account) for e in report.errors
     ]
     rows += [
-        _row(None, "discovery", True, f"{n} more discovered principals not watched", account)
+        _row(None, "discovery", False, f"{n} more discovered principals not watched", account)
         for account, n in report.truncated.items()
     ]
     return orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n"

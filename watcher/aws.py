@@ -7,13 +7,15 @@ long-lived: open them once with :meth:`AwsClients.client` inside an ``AsyncExitS
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
 from aiobotocore.config import AioConfig
-from aiobotocore.credentials import AioDeferredRefreshableCredentials
+from aiobotocore.credentials import AioCredentialResolver, AioDeferredRefreshableCredentials
 from aiobotocore.session import AioSession, get_session
+from botocore.credentials import CredentialProvider
 
 from watcher.settings import Account
 
@@ -21,10 +23,16 @@ ROLE_SESSION_NAME = "breakglass-watcher"
 
 # Retries are ours (token bucket + backoff with metrics), so botocore makes one attempt only
 # (``total_max_attempts`` counts the first; ``max_attempts`` would count retries).
+# Every call is bounded: an endpoint that accepts and never answers costs at most
+# CONNECT_TIMEOUT + READ_TIMEOUT, so SIGTERM ends the daemon well within a container's grace
+# period (Docker's default is 10 s). AWS answers these calls in well under a second; only the
+# SQS long poll needs longer, and it asks for its own read timeout (and is abandoned on stop).
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 6.0
 _CLIENT_CONFIG = AioConfig(
     retries={"total_max_attempts": 1, "mode": "standard"},
-    connect_timeout=5,
-    read_timeout=30,
+    connect_timeout=CONNECT_TIMEOUT,
+    read_timeout=READ_TIMEOUT,
 )
 
 
@@ -76,9 +84,25 @@ class AwsClients:
                 "expiry_time": expiry.isoformat(),
             }
 
-        # The documented way to give a botocore session refreshable credentials.
-        session._credentials = AioDeferredRefreshableCredentials(
-            refresh_using=refresh, method="assume-role"
+        # A session's credentials come from its "credential_provider" component; a resolver
+        # holding only this role's provider replaces the default chain for this session.
+        session.register_component(
+            "credential_provider", AioCredentialResolver(providers=[_RoleProvider(refresh)])
         )
         self._role_sessions[role_arn] = session
         return session
+
+
+class _RoleProvider(CredentialProvider):  # type: ignore[misc]  # botocore is untyped
+    """Credentials of an assumed role, fetched by ``refresh`` on first use and renewed by
+    botocore's refreshable-credentials machinery before they expire."""
+
+    METHOD = "assume-role"
+    CANONICAL_NAME = "custom-breakglass-watcher-role"
+
+    def __init__(self, refresh: Callable[[], Awaitable[dict[str, str]]]) -> None:
+        super().__init__()
+        self._refresh = refresh
+
+    async def load(self) -> AioDeferredRefreshableCredentials:
+        return AioDeferredRefreshableCredentials(refresh_using=self._refresh, method=self.METHOD)

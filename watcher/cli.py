@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from watcher.errors import WatcherError
+
+DEFAULT_RULES = Path("rules")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,9 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--rules", type=Path)
 
     replay = sub.add_parser("replay", help="classify CloudTrail files offline")
-    replay.add_argument("--rules", type=Path, default=Path("rules"))
+    replay.add_argument(
+        "--rules",
+        type=Path,
+        help=f"rule file or folder (default: ./{DEFAULT_RULES}, if it exists)",
+    )
     replay.add_argument("--summary", action="store_true", help="a table per principal instead")
-    replay.add_argument("files", type=Path, nargs="+")
+    replay.add_argument(
+        "files",
+        type=Path,
+        nargs="+",
+        metavar="FILE_OR_FOLDER",
+        help="log files (.json, .json.gz, JSON lines); folders are searched recursively for "
+        ".json and .json.gz files",
+    )
 
     audit = sub.add_parser("audit", help="inventory and credential health, once")
     audit.add_argument("-c", "--config", type=Path, required=True)
@@ -46,25 +60,63 @@ def _parser() -> argparse.ArgumentParser:
     drill.add_argument("--profile", help="AWS profile with the break-glass user's credentials")
     drill.add_argument("--watcher-url", help="base URL of the running watcher (default: listen)")
     drill.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait")
-    drill.add_argument("--records", type=Path, default=Path("records"))
+    drill.add_argument(
+        "--records", type=Path, help="where to write the record (default: the config's records)"
+    )
     drill.add_argument("--outside-window", action="store_true", help="run even with no window open")
 
     demo = sub.add_parser("demo", help="everything against an embedded AWS emulator")
     demo.add_argument("--once", action="store_true", help="check the result and exit")
     demo.add_argument("--port", type=int, default=0, help="metrics port (default: a free one)")
 
+    calendar = sub.add_parser("calendar", help="the upcoming exercise windows as iCalendar")
+    calendar_src = calendar.add_mutually_exclusive_group(required=True)
+    calendar_src.add_argument("-c", "--config", type=Path)
+    calendar_src.add_argument("--rules", type=Path)
+    calendar.add_argument("--months", type=_months, default=12, help="how far ahead (default 12)")
+    calendar.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+
+    exercises = sub.add_parser("exercises", help="decided exercise windows, people and records")
+    exercises.add_argument("-c", "--config", type=Path, required=True)
+    exercises.add_argument("--format", choices=("table", "json"), default="table")
+    exercises.add_argument("--limit", type=_limit, default=100, help="windows (default 100)")
+
     render = sub.add_parser("render", help="print deployment inputs derived from the rules")
-    render.add_argument("what", choices=("eventbridge-pattern",))
+    render.add_argument(
+        "what",
+        choices=("eventbridge-pattern", "eventbridge-patterns"),
+        help="eventbridge-pattern: the one pattern (an error when the principals need more); "
+        "eventbridge-patterns: as many as needed, one compact JSON pattern per line",
+    )
     render_src = render.add_mutually_exclusive_group(required=True)
     render_src.add_argument("-c", "--config", type=Path)
     render_src.add_argument("--rules", type=Path)
     return parser
 
 
+def _months(text: str) -> int:
+    from watcher.calendar import MAX_MONTHS
+
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_MONTHS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_MONTHS}")
+    return int(text)
+
+
+def _limit(text: str) -> int:
+    from watcher.http import parse_limit
+
+    try:
+        return parse_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from watcher.logs import setup_logging
+    from watcher.metrics import drop_created_series
 
+    drop_created_series()
     level = args.log_level or ("WARNING" if args.command == "demo" else "INFO")
     setup_logging(args.log_format, level)
     try:
@@ -99,16 +151,45 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"ok: {len(rules.principals)} principals, {len(rules.exercises)} exercises")
         return 0
     if command == "replay":
-        from watcher.replay import run_replay
-        from watcher.rules import load_rules
-
-        return run_replay(load_rules(args.rules), args.files, summary=args.summary, out=sys.stdout)
+        return _replay(args)
     if command == "render":
-        from watcher.render import eventbridge_pattern_json
+        from watcher.render import eventbridge_pattern_json, eventbridge_patterns_lines
         from watcher.rules import load_rules
 
-        print(eventbridge_pattern_json(load_rules(_rules_path(args))))
+        rules = load_rules(_rules_path(args))
+        if args.what == "eventbridge-patterns":
+            print(eventbridge_patterns_lines(rules))
+        else:
+            print(eventbridge_pattern_json(rules))
         return 0
+    if command == "calendar":
+        from datetime import UTC, datetime
+
+        from watcher.calendar import calendar_span, render_calendar
+        from watcher.rules import load_rules
+
+        now = datetime.now(UTC)
+        after, until = calendar_span(now, args.months)
+        hint = str(args.config) if args.config is not None else "CONFIG"
+        ics = render_calendar(
+            load_rules(_rules_path(args)), after, until, stamp=now, config_hint=hint
+        )
+        if args.output is None:
+            sys.stdout.buffer.write(ics)
+        else:
+            try:
+                args.output.write_bytes(ics)
+            except OSError as exc:
+                raise WatcherError(f"{args.output}: cannot write: {exc.strerror or exc}") from exc
+        return 0
+    if command == "exercises":
+        from watcher.config import load_config
+        from watcher.exercises import run_exercises
+
+        config = load_config(args.config)
+        return run_exercises(
+            config, fmt=args.format, limit=args.limit, out=sys.stdout, err=sys.stderr
+        )
     if command == "run":
         from watcher.daemon import run_daemon
 
@@ -136,7 +217,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if command == "demo":
         try:
-            from watcher.demo import run_demo
+            from watcher.demo.story import run_demo
         except ImportError as exc:
             raise WatcherError(
                 f"the demo needs its AWS emulator ({exc.name} is missing): "
@@ -145,6 +226,31 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_demo(once=args.once, port=args.port, out=sys.stdout)
     raise AssertionError(command)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from watcher.replay import run_replay
+    from watcher.rules import load_rules
+
+    rules_path: Path | None = args.rules
+    if rules_path is None:
+        if not DEFAULT_RULES.exists():
+            raise WatcherError(
+                f"no --rules given and ./{DEFAULT_RULES} does not exist: "
+                "pass --rules PATH (a rule file or folder)"
+            )
+        rules_path = DEFAULT_RULES
+    rules = load_rules(rules_path)
+    try:
+        code = run_replay(rules, args.files, summary=args.summary, out=sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`replay ... | head`): stop quietly, as `head`'s writers do.
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer cut off by its reader
+    return code
 
 
 if __name__ == "__main__":

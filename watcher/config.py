@@ -30,18 +30,21 @@ from watcher.validation import (
     duration,
     http_url,
     iam_glob,
+    read_file,
     read_yaml,
     region,
     text_items,
 )
 
 DEFAULT_STATE = "breakglass-watcher.db"
+DEFAULT_RECORDS = "records"
 DEFAULT_REGIONS = ("us-east-1",)
 
 _TOP = {
     "rules": Key("str", required=True),
     "state": Key("str"),
     "store": Key("mapping"),
+    "records": Key("str"),
     "listen": Key("str"),
     "endpoint_url": Key("str"),
     "regions": Key("list"),
@@ -52,7 +55,6 @@ _TOP = {
     "retention": Key("duration"),
 }
 _ACCOUNT = {"id": Key("account", required=True), "role_arn": Key("str"), "regions": Key("list")}
-_SOURCES = {key: Key("mapping") for key in SOURCE_KINDS}
 _STORES = {key: Key("mapping") for key in STORE_KINDS}
 _INVENTORY = {
     "enabled": Key("bool"),
@@ -70,11 +72,7 @@ _ROLE_ARN = re.compile(
 def load_config(path: Path) -> Config:
     """Read, validate and resolve the config file at ``path``."""
     label = str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError([Problem(label, "", f"cannot read: {exc.strerror or exc}")]) from None
-    document = read_yaml(data, label)
+    document = read_yaml(read_file(path, label), label)
     base = Path(os.path.abspath(path.parent))
     problems: list[Problem] = []
     try:
@@ -82,7 +80,12 @@ def load_config(path: Path) -> Config:
     except ConfigError as exc:
         problems.extend(exc.problems)
     rules = document.get("rules") if isinstance(document, dict) else None
-    if isinstance(rules, str) and rules and not _resolve(base, rules).exists():
+    if (
+        isinstance(rules, str)
+        and rules
+        and "\0" not in rules
+        and not _resolve(base, rules).exists()
+    ):
         problems.append(Problem(label, "rules", f"{_resolve(base, rules)} does not exist"))
     if problems:
         raise ConfigError(problems)
@@ -105,6 +108,7 @@ def parse_config(document: object, *, label: str, base_dir: Path) -> Config:
     config = Config(
         rules_path=_resolve(base_dir, top.text("rules") or "."),
         state_path=_resolve(base_dir, top.text("state") or DEFAULT_STATE),
+        records_path=_resolve(base_dir, top.text("records") or DEFAULT_RECORDS),
         accounts=accounts,
         listen=_listen(top, report),
         endpoint_url=http_url(top, "endpoint_url", report),
@@ -124,9 +128,11 @@ def _resolve(base: Path, value: str) -> Path:
 
 
 def _check_paths(top: Fields, report: Report) -> None:
-    for key in ("rules", "state"):
+    for key in ("rules", "state", "records"):
         if top.text(key) == "":
             report.add(top.at.key(key), "is empty; give a path")
+        elif "\0" in (top.text(key) or ""):
+            report.add(top.at.key(key), "contains a NUL character, which no path can hold")
 
 
 def _store(top: Fields, report: Report) -> StoreChoice:
@@ -213,7 +219,8 @@ def _sources(top: Fields, regions: tuple[str, ...], report: Report) -> dict[str,
     node = top.mapping("sources")
     if node is None:
         return {}
-    fields = check_mapping(node, _SOURCES, top.at.key("sources"), report)
+    spec = {key: Key("mapping") for key in SOURCE_KINDS}
+    fields = check_mapping(node, spec, top.at.key("sources"), report)
     if fields is None:
         return {}
     enabled: dict[str, object] = {}
@@ -232,7 +239,7 @@ def _sources(top: Fields, regions: tuple[str, ...], report: Report) -> dict[str,
 
 def _any_enabled(sources: Fields) -> bool:
     """Whether a source is switched on (even one whose settings have problems)."""
-    for key in _SOURCES:
+    for key in SOURCE_KINDS:
         node = sources.mapping(key)
         if node is not None and node.get("enabled", True) is not False:
             return True

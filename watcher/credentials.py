@@ -3,11 +3,10 @@
 No I/O and no clock: ``inventory.py`` gathers the facts, callers pass ``now``. What a healthy
 break-glass principal looks like here:
 
-- **user**: exists; at least one *active* access key (the seed's "access keys active and not
-  stale": the emergency CLI path must not depend on creating a key, which itself needs the IAM
-  admin rights break glass exists to provide), every active key younger than the configured
-  maximum age (last use is reported, not judged: an unused break-glass key is normal), a console
-  login profile, and at least one MFA device.
+- **user**: exists; at least one *active* access key (the emergency CLI path must not depend on
+  creating a key, which itself needs the IAM admin rights break glass exists to provide), every
+  active key younger than the configured maximum age (last use is reported, not judged: an
+  unused break-glass key is normal), a console login profile, and at least one MFA device.
 - **role**: exists; its trust policy grants ``sts:AssumeRole*`` to someone and is not open to
   ``*`` without a condition. Whether it requires MFA (``aws:MultiFactorAuthPresent``) is reported
   but not failing: roles assumed through SAML/OIDC federation cannot carry that key, and a drill's

@@ -15,23 +15,29 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from watcher.aws import AwsClients
+from watcher.calendar import DEFAULT_MONTHS, calendar_span, render_calendar
 from watcher.classify import Classifier
+from watcher.clock import Clock, utc_now
 from watcher.config import load_config
 from watcher.credentials import access_key_ages, check_credentials
 from watcher.errors import ConfigError, StoreError
+from watcher.exercises import history, read_records
 from watcher.http import HttpServer, Readiness
 from watcher.inventory import discover
 from watcher.leadership import Leadership, replica_id
 from watcher.lifecycle import Lifecycle
 from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
-from watcher.model import Principal, Rules, TrailEvent
+from watcher.model import Principal, Rules, TrailEvent, Verdict
+from watcher.people import attribute
+from watcher.programme_metrics import ProgrammeMetrics
 from watcher.rules import load_rules
 from watcher.settings import Config
 from watcher.sources.base import Source, SourceContext, SourceLabels
@@ -39,19 +45,15 @@ from watcher.sources.registry import SOURCE_KINDS
 from watcher.sources.retry import RETRYABLE, RateBudgets
 from watcher.store.base import Lease, Store
 from watcher.store.registry import build_store
+from watcher.waits import wait_any
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 StoreFactory = Callable[[Config], Store]
 LIFECYCLE_INTERVAL = 5.0
 PRUNE_INTERVAL = 3600.0
 #: How often every replica reads the organisation-wide totals from the store into its metrics.
 TOTALS_INTERVAL = 10.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Daemon:
@@ -69,6 +71,7 @@ class Daemon:
         self.clock = clock
         self.registry = CollectorRegistry()
         self.metrics = WatcherMetrics(self.registry)
+        self.programme_metrics = ProgrammeMetrics(self.registry)
         self.store = store_factory(config)
         self.stop = asyncio.Event()
         self.listening = asyncio.Event()
@@ -89,6 +92,7 @@ class Daemon:
         # take the store's totals: a totals read between a write and its count would count
         # it twice (once in the totals, once added).
         self._counting = asyncio.Lock()
+        self._record_problems: set[str] = set()
         self.sources: list[Source] = self._build_sources()
         self.leadership = Leadership(self.store, replica_id(), clock, self._leading_changed)
         self._set_rules(rules)
@@ -107,10 +111,16 @@ class Daemon:
     async def run(self) -> int:
         await self.store.open()
         try:
-            self.metrics.restore(await self.store.totals())
+            totals = await self.store.totals()
+            self.metrics.restore(totals)
+            self.programme_metrics.restore(totals)
             self.metrics.config_reloaded(True)
             http = HttpServer(
-                self.registry, readiness=self.readiness, recent_events=self.store.recent_events
+                self.registry,
+                readiness=self.readiness,
+                recent_events=self.store.recent_events,
+                calendar=self.calendar_ics,
+                exercises=self.exercise_history,
             )
             host, port = self.config.listen
             self.port = await http.start(host, port)
@@ -147,7 +157,7 @@ class Daemon:
     async def _while_leading(self) -> None:
         """Each time this replica leads: the leader's jobs, until it follows again."""
         while not self.stop.is_set():
-            await self._until_stop_or(self.leadership.leading)
+            await wait_any(self.leadership.leading, self.stop)
             if self.stop.is_set():
                 return
             step_down = asyncio.Event()
@@ -157,20 +167,11 @@ class Daemon:
                 if self.config.inventory.enabled:
                     interval = self.config.inventory.interval.total_seconds()
                     tasks.create_task(self._every(interval, self._inventory, step_down))
-                await self._until_stop_or(self.leadership.following)
+                await wait_any(self.leadership.following, self.stop)
                 step_down.set()
 
     def _leading_changed(self, leading: bool) -> None:
         self.metrics.set_leader(self.leadership.replica, leading)
-
-    async def _until_stop_or(self, *events: asyncio.Event) -> None:
-        """Wait until one of ``events`` or the daemon's ``stop`` is set."""
-        waiters = [asyncio.ensure_future(e.wait()) for e in (*events, self.stop)]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
 
     async def _every(
         self,
@@ -192,8 +193,7 @@ class Daemon:
                 log.warning("periodic job failed", extra={"job": job.__name__, "error": str(exc)})
             else:
                 self._store_failures.discard(job.__name__)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._until_stop_or(stop), seconds)
+            await wait_any(stop, self.stop, seconds=seconds)
 
     # -- rules and reloads ----------------------------------------------------------------
 
@@ -203,9 +203,11 @@ class Daemon:
             principals=rules.principals + self._undeclared(rules),
             exercises=rules.exercises,
             digest=rules.digest,
+            people=rules.people,
         )
         self.classifier = Classifier(watched)
         self.metrics.init_labels(watched, self._source_labels())
+        self.programme_metrics.init(rules)
 
     def _undeclared(self, rules: Rules) -> tuple[Principal, ...]:
         declared = {p.name for p in rules.principals}
@@ -217,27 +219,39 @@ class Daemon:
 
     async def _reloads(self) -> None:
         while not self.stop.is_set():
-            await self._until_stop_or(self._reload_requested)
+            await wait_any(self._reload_requested, self.stop)
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
-                self.reload()
+                await self.reload()
 
-    def reload(self) -> bool:
-        """Reload config and rules from the config file; on any error keep the last good ones."""
+    async def reload(self) -> bool:
+        """Reload config and rules from the config file; on any error keep the last good ones.
+
+        Files are read and parsed in a worker thread (a rule file may take seconds), so the
+        loop keeps serving meanwhile. No exception of a reload ends the daemon.
+        """
         path = self.config.source_file
         if path is None:
             log.error("reload ignored: this daemon was not built from a config file")
             return False
         try:
-            config = load_config(path)
-            rules = load_rules(config.rules_path)
+            config, rules = await asyncio.to_thread(_load_files, path)
         except ConfigError as exc:
-            self.metrics.config_reloaded(False)
-            log.error(
+            return self._refuse(
                 "reload failed; keeping the last good config and rules",
-                extra={"problems": [str(p) for p in exc.problems]},
+                [str(p) for p in exc.problems],
             )
-            return False
+        except Exception as exc:  # a loader bug must not end the daemon: report, keep going
+            log.exception("reload failed unexpectedly (a bug: please report it)")
+            return self._refuse(
+                "reload failed; keeping the last good config and rules", [repr(exc)]
+            )
+        fixed = _restart_required(self.config, config)
+        if fixed:
+            return self._refuse(
+                "reload refused: restart required; keeping the last good config and rules",
+                [f"{key} changed; it takes effect only at a restart" for key in fixed],
+            )
         sources_changed = _source_settings(config) != _source_settings(self.config)
         self.config = config
         if sources_changed:
@@ -247,6 +261,11 @@ class Daemon:
         self.metrics.config_reloaded(True)
         log.info("reloaded", extra={"rules_digest": rules.digest})
         return True
+
+    def _refuse(self, message: str, problems: list[str]) -> bool:
+        self.metrics.config_reloaded(False)
+        log.error(message, extra={"problems": problems})
+        return False
 
     # -- sources --------------------------------------------------------------------------
 
@@ -287,7 +306,7 @@ class Daemon:
                 for source in self.sources:
                     if (id(source) in self._leader_only) == leader:
                         tasks.create_task(source.run(stop_sources))
-                await self._until_stop_or(self._restart_sources, stop)
+                await wait_any(self._restart_sources, stop)
                 stop_sources.set()
 
     async def sink(
@@ -296,7 +315,15 @@ class Daemon:
         """Classify, store, count, then save ``checkpoints``: returns only once all is durably
         stored. The checkpoints follow the events, so a crash between re-reads them."""
         now = self.clock()
-        verdicts = [v for e in events if (v := self.classifier.classify(e)) is not None]
+        verdicts = []
+        for event in events:
+            try:
+                verdict = self.classifier.classify(event)
+            except Exception as exc:  # one record must never fail the batch it came in
+                self.malformed(source, f"event {event.event_id}", f"cannot classify: {exc}")
+                continue
+            if verdict is not None:
+                verdicts.append(self._attributed(verdict))
         if not verdicts and not checkpoints:
             return  # no break-glass event: nothing to store (most SQS batches)
         async with self._counting:
@@ -309,6 +336,8 @@ class Daemon:
             # and counted, and the source's retry finds them de-duplicated.
             self.metrics.observe(result, source, now)
         for verdict in result.verdicts:
+            if verdict.person is not None:
+                self.programme_metrics.drilled(verdict.person, verdict.event.event_time)
             log.info(
                 "break-glass event",
                 extra={
@@ -316,6 +345,7 @@ class Daemon:
                     "classification": verdict.classification,
                     "outcome": verdict.outcome,
                     "exercise": verdict.exercise,
+                    "person": verdict.person,
                     "event_name": verdict.event.event_name,
                     "event_id": verdict.event.event_id,
                     "source": source,
@@ -340,6 +370,13 @@ class Daemon:
         self._store_failures.add("sink")
         log.error("could not store events; nothing acknowledged", extra={"error": str(exc)})
 
+    def _attributed(self, verdict: Verdict) -> Verdict:
+        """A drill verdict with the declared person its event shows (``people.py``)."""
+        if verdict.classification != "drill" or not self.rules.people:
+            return verdict
+        person = attribute(verdict.event, verdict.principal, self.rules.people)
+        return verdict if person is None else replace(verdict, person=person)
+
     # SourceObserver
     def success(self, source: str, account: str, region: str) -> None:
         now = self.clock()
@@ -359,25 +396,40 @@ class Daemon:
         lifecycle = Lifecycle(self.store, self.metrics, self.config.detection_grace)
         now = self.clock()
         async with self._counting:
-            await lifecycle.tick(self.rules, now, fence=self._fence())
+            decided = await lifecycle.tick(self.rules, now, fence=self._fence())
+            for window, result in decided:
+                self.programme_metrics.window_decided(window, result)
         for principal in self.watched_principals:
             first = await self.store.first_seen("principal", principal.name, now)
             self.metrics.set_drill_due(principal, first)
+        await self.store.forget_first_seen("person", [p.name for p in self.rules.people])
+        for person in self.rules.people:
+            listed = await self.store.first_seen("person", person.name, now)
+            self.programme_metrics.listed_since(person.name, listed)
 
     async def _refresh_shared(self) -> None:
         """Every replica: the organisation-wide totals and schedule from the shared store, so
         whichever replica is scraped shows the same numbers."""
         async with self._counting:
-            self.metrics.restore(await self.store.totals())
+            totals = await self.store.totals()
+            self.metrics.restore(totals)
+        # Newest-time gauges only move forward, so these need no lock.
+        self.programme_metrics.restore(totals)
         now = self.clock()
         Lifecycle.show_schedule(self.metrics, self.rules, now)
         for principal in self.watched_principals:
             first = await self.store.first_seen_at("principal", principal.name)
             if first is not None:
                 self.metrics.set_drill_due(principal, first)
+        for person in self.rules.people:
+            listed = await self.store.first_seen_at("person", person.name)
+            if listed is not None:
+                self.programme_metrics.listed_since(person.name, listed)
 
     async def _inventory(self) -> None:
-        result = await discover(AwsClients(self.config.endpoint_url), self.config, self.rules)
+        result = await discover(
+            AwsClients(self.config.endpoint_url), self.config, self.rules, keep=self._discovered
+        )
         self._discovered = result.discovered
         self._set_rules(self.rules)
         now = self.clock()
@@ -389,6 +441,8 @@ class Daemon:
             )
         for account in {p.account for p in result.principals} - failed_accounts:
             self.metrics.source_success(INVENTORY_SOURCE, account, "global", now)
+        for account in {a.id for a in self.config.accounts} - failed_accounts:
+            self.metrics.inventory_unwatched(account, result.truncated.get(account, 0))
         max_age = self.config.inventory.max_access_key_age
         for principal in result.principals:
             facts = result.facts.get(principal.name)
@@ -403,6 +457,24 @@ class Daemon:
         if removed:
             log.info("pruned stored events", extra={"removed": removed})
 
+    def calendar_ics(self) -> bytes:
+        """``/calendar.ics``: the exercise windows of the next twelve months."""
+        now = self.clock()
+        after, until = calendar_span(now, DEFAULT_MONTHS)
+        path = self.config.source_file
+        hint = str(path) if path is not None else "CONFIG"
+        return render_calendar(self.rules, after, until, stamp=now, config_hint=hint)
+
+    async def exercise_history(self, limit: int) -> list[dict[str, Any]]:
+        """``/api/exercises``: decided windows, newest first, with people and drill records."""
+        windows = await self.store.exercise_history(limit)
+        records, problems = await asyncio.to_thread(read_records, self.config.records_path)
+        for problem in problems:
+            if problem not in self._record_problems:  # once each, not on every request
+                self._record_problems.add(problem)
+                log.warning("exercise record skipped", extra={"problem": problem})
+        return history(windows, records)
+
     # -- readiness ------------------------------------------------------------------------
 
     def readiness(self) -> Readiness:
@@ -416,6 +488,24 @@ class Daemon:
             last = self._last_success.get(source.labels)
             checks[":".join(source.labels)] = last is not None and now - last <= source.staleness
         return Readiness(checks)
+
+
+def _load_files(path: Path) -> tuple[Config, Rules]:
+    config = load_config(path)
+    return config, load_rules(config.rules_path)
+
+
+def _restart_required(running: Config, loaded: Config) -> list[str]:
+    """The settings a reload changes that the running daemon cannot apply: the state file,
+    the listen address, and whether and how often the inventory runs (its task is started
+    once)."""
+    fixed = {
+        "state": (running.state_path, loaded.state_path),
+        "listen": (running.listen, loaded.listen),
+        "inventory.enabled": (running.inventory.enabled, loaded.inventory.enabled),
+        "inventory.interval": (running.inventory.interval, loaded.inventory.interval),
+    }
+    return [key for key, (was, now) in fixed.items() if was != now]
 
 
 def _source_settings(config: Config) -> tuple[object, ...]:

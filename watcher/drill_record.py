@@ -1,4 +1,4 @@
-"""The exercise record a drill leaves behind (the seed's step 5), as Markdown and JSON.
+"""The exercise record a drill leaves behind, as Markdown and JSON (docs/design.md "Drills", 5).
 
 Pure: the record is data, rendering is string building; ``drill.py`` gathers the facts and writes
 the files. A record is ``ok`` only when every step was; a step is skipped when an earlier failure
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from watcher.clock import iso_z
 from watcher.durations import format_duration
 from watcher.model import Window
 
@@ -118,13 +119,13 @@ def record_to_dict(record: ExerciseRecord) -> dict[str, Any]:
         "result": "passed" if record.ok else "failed",
         "verdict": verdict(record),
         "date": _utc(record.started).date().isoformat(),
-        "started": _iso(record.started),
-        "finished": _iso(record.finished),
+        "started": iso_z(record.started),
+        "finished": iso_z(record.finished),
         "participants": list(record.participants),
         "principal": record.principal,
         "principal_arn": record.principal_arn,
         "window": (
-            {"start": _iso(record.window.start), "end": _iso(record.window.end)}
+            {"start": iso_z(record.window.start), "end": iso_z(record.window.end)}
             if record.window
             else None
         ),
@@ -135,8 +136,8 @@ def record_to_dict(record: ExerciseRecord) -> dict[str, Any]:
             {
                 "name": s.name,
                 "status": s.status,
-                "started": _iso(s.started),
-                "finished": _iso(s.finished),
+                "started": iso_z(s.started),
+                "finished": iso_z(s.finished),
                 "seconds": round(s.took.total_seconds(), 3),
                 "detail": s.detail,
             }
@@ -149,18 +150,18 @@ def record_to_dict(record: ExerciseRecord) -> dict[str, Any]:
             {
                 "event_id": detection.event_id,
                 "event_name": detection.event_name,
-                "event_time": _iso(detection.event_time),
+                "event_time": iso_z(detection.event_time),
                 "classification": detection.classification,
                 "exercise": detection.exercise,
                 "source": detection.source,
-                "seen_at": _iso(detection.seen_at),
+                "seen_at": iso_z(detection.seen_at),
             }
             if detection
             else None
         ),
         "issues": list(record.issues),
         "notes": list(record.notes),
-        "next_window_start": _iso(record.next_window) if record.next_window else None,
+        "next_window_start": iso_z(record.next_window) if record.next_window else None,
     }
 
 
@@ -256,7 +257,3 @@ def _line(text: str) -> str:
 
 def _utc(t: datetime) -> datetime:
     return t.astimezone(UTC)
-
-
-def _iso(t: datetime) -> str:
-    return _utc(t).isoformat().replace("+00:00", "Z")

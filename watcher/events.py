@@ -4,17 +4,20 @@ Shapes: CloudTrail log files (``{"Records": [...]}``, optionally gzipped), Event
 (the record in ``detail``), LookupEvents responses (``{"Events": [...]}``, each item's record a
 JSON string in ``CloudTrailEvent``) and single items, bare records, a JSON array of any of these,
 and JSON lines of all of them. A record that cannot be read becomes a located ``Malformed`` and
-never stops the records beside it.
+never stops the records beside it. What CloudTrail writes beside management events (Insights
+records, log-file digest files) becomes a ``Skipped``: valid, but nothing to classify.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import re
 import zlib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +27,15 @@ import orjson
 
 from watcher.errors import MalformedEventError, WatcherError
 from watcher.model import TrailEvent
+from watcher.validation import FIRST_YEAR, LAST_YEAR
 
 ASSUME_EVENTS = frozenset({"AssumeRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity"})
 STS_SOURCE = "sts.amazonaws.com"
-_SIGN_IN_RESULTS = ("ConsoleLogin", "SwitchRole")
+ASSUME_ROOT = "AssumeRoot"  # a privileged root session in a member account (Organizations)
+# Sign-in steps whose outcome is ``responseElements.<eventName>`` ("Success"/"Failure").
+_SIGN_IN_RESULTS = ("ConsoleLogin", "SwitchRole", "CheckMfa")
+# CloudTrail added ``eventID`` in eventVersion 1.01; records of 1.0 have none.
+_EARLY_VERSIONS = frozenset({"1.0", "1.00"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,17 @@ class Malformed:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A valid input item that is no management event (an Insights record, a digest file)."""
+
+    where: str
+    reason: str
+
+
+Item = TrailEvent | Malformed | Skipped
 
 
 class FileReadError(WatcherError):
@@ -75,18 +94,28 @@ def _optional_object(record: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 
 def parse_event_time(value: object) -> datetime:
-    """``eventTime`` (ISO 8601 with ``Z`` or an offset) as an aware UTC datetime."""
+    """``eventTime`` (ISO 8601 with ``Z`` or an offset) as an aware UTC datetime.
+
+    Only the years ``FIRST_YEAR``..``LAST_YEAR`` are accepted: CloudTrail began in 2013, and a
+    time near year 1 or 9999 is no record AWS wrote, but it would overflow every window
+    computation made from it.
+    """
     if type(value) is not str:
         raise _Bad("eventTime is missing or not a string")
     try:
         parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is UTC:  # the usual "...Z"
-            return parsed
-        if parsed.tzinfo is None:
-            raise _Bad(f"eventTime {value[:40]!r} has no UTC offset")
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise _Bad(f"eventTime {value[:40]!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        raise _Bad(f"eventTime {value[:40]!r} has no UTC offset")
+    if FIRST_YEAR <= parsed.year <= LAST_YEAR and parsed.tzinfo is not UTC:  # "Z": the usual
+        parsed = parsed.astimezone(UTC)
+    if not FIRST_YEAR <= parsed.year <= LAST_YEAR:
+        raise _Bad(
+            f"eventTime {value[:40]!r} is outside the years {FIRST_YEAR}-{LAST_YEAR}: "
+            "no record AWS can produce"
+        )
+    return parsed
 
 
 def _mfa_authenticated(identity: Mapping[str, Any]) -> bool:
@@ -105,6 +134,36 @@ def assumed_role_session(arn: object) -> str | None:
     return parts[-1] if len(parts) >= 3 and parts[-1] else None
 
 
+def issued_access_key(event: TrailEvent) -> str | None:
+    """The temporary access key an assume call issued (``responseElements.credentials
+    .accessKeyId``): the key the new session's own calls carry. None when the call issued none
+    (it failed, or it is no assume call) or the response is not shaped as expected.
+    """
+    response = event.raw.get("responseElements")
+    credentials = response.get("credentials") if isinstance(response, dict) else None
+    key = credentials.get("accessKeyId") if isinstance(credentials, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
+def derived_event_id(record: Mapping[str, Any]) -> str:
+    """A stable id for a record without ``eventID``: a digest of its content (key order and
+    whitespace do not matter), so every copy of the record gets the same id."""
+    try:
+        canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # what orjson cannot write (integers over 64 bits): the stdlib can
+        canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str).encode(
+            "utf-8", "surrogatepass"
+        )
+    return "derived-" + hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def _skip_reason(record: Mapping[str, Any]) -> str | None:
+    insight = record.get("eventType") == "AwsCloudTrailInsight"
+    if insight or record.get("eventCategory") == "Insight":
+        return "a CloudTrail Insights record, not a management event"
+    return None
+
+
 def _normalise(record: object) -> TrailEvent:
     if type(record) is not dict:
         if not isinstance(record, Mapping):
@@ -112,6 +171,8 @@ def _normalise(record: object) -> TrailEvent:
         record = dict(record)
     get = record.get
     event_id = get("eventID")
+    if event_id is None and get("eventVersion") in _EARLY_VERSIONS:
+        event_id = derived_event_id(record)
     event_name = get("eventName")
     event_source = get("eventSource")
     region = get("awsRegion")
@@ -164,7 +225,10 @@ def _normalise(record: object) -> TrailEvent:
         if event_name in _SIGN_IN_RESULTS:
             if event_name == "ConsoleLogin":
                 extra = _optional_object(record, "additionalEventData")
-                mfa_used = extra.get("MFAUsed") == "Yes"
+                used = extra.get("MFAUsed")  # AWS writes both "Yes" and "YES"
+                mfa_used = isinstance(used, str) and used.lower() == "yes"
+            elif event_name == "CheckMfa":  # the MFA step of a console sign-in
+                mfa_used = True
             response = _optional_object(record, "responseElements")
             if not error_code and response.get(event_name) == "Failure":
                 error_code = _optional_text(record, "errorMessage") or "Failure"
@@ -204,7 +268,9 @@ def normalise(record: Mapping[str, Any], where: str) -> TrailEvent:
         raise MalformedEventError(f"{where}: {exc}") from None
 
 
-def _one(record: object, where: str) -> TrailEvent | Malformed:
+def _one(record: object, where: str) -> Item:
+    if isinstance(record, Mapping) and (reason := _skip_reason(record)) is not None:
+        return Skipped(where, reason)
     try:
         return _normalise(record)
     except _Bad as exc:
@@ -257,7 +323,7 @@ def _scrub(obj: object) -> object:
     return obj
 
 
-def _lookup_item(item: object, where: str) -> TrailEvent | Malformed:
+def _lookup_item(item: object, where: str) -> Item:
     if not isinstance(item, dict):
         return Malformed(where, "LookupEvents item is not an object")
     payload = item.get("CloudTrailEvent")
@@ -282,7 +348,12 @@ _UNKNOWN = (
 )
 
 
-def _document(obj: object, where: str, top: bool) -> list[TrailEvent | Malformed]:
+def _is_digest(obj: dict[str, Any]) -> bool:
+    """A CloudTrail digest file (log-file integrity validation), not a log file."""
+    return "digestPublicKeyFingerprint" in obj or ("logFiles" in obj and "awsAccountId" in obj)
+
+
+def _document(obj: object, where: str, top: bool) -> list[Item]:
     if type(obj) is not dict:
         if type(obj) is list and top:
             return [
@@ -302,18 +373,20 @@ def _document(obj: object, where: str, top: bool) -> list[TrailEvent | Malformed
             return [one(item, _sub(where, f"{key}[{i}]")) for i, item in enumerate(items)]
     if "CloudTrailEvent" in obj:
         return [_lookup_item(obj, where)]
+    if _is_digest(obj):
+        return [Skipped(where, "a CloudTrail digest file, not a log file")]
     if "eventID" not in obj and "eventVersion" not in obj:
         return [Malformed(where, _UNKNOWN)]
     return [_one(obj, where)]
 
 
-def iter_document(obj: object, where: str) -> Iterator[TrailEvent | Malformed]:
+def iter_document(obj: object, where: str) -> Iterator[Item]:
     """Every record of one parsed JSON document, in document order. (Strings are taken as they
     are; lone surrogates are replaced only in text this module parses.)"""
     return iter(_document(obj, where, top=True))
 
 
-def parse_body(body: str | bytes, where: str) -> list[TrailEvent | Malformed]:
+def parse_body(body: str | bytes, where: str) -> list[Item]:
     """The records of one SQS message body (normally one EventBridge envelope).
 
     A body holding no record at all is malformed: a queue fed by an EventBridge rule carries
@@ -328,7 +401,7 @@ _TOKEN = re.compile(rb'["\[\]{},]')
 _STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
 
 
-def _parse(data: bytes, where: str) -> list[TrailEvent | Malformed]:
+def _parse(data: bytes, where: str) -> list[Item]:
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -339,7 +412,7 @@ def _parse(data: bytes, where: str) -> list[TrailEvent | Malformed]:
     return _document(obj, where, top=True)
 
 
-def _salvage(data: bytes, where: str, reason: str) -> Iterator[TrailEvent | Malformed]:
+def _salvage(data: bytes, where: str, reason: str) -> Iterator[Item]:
     """Read the records of a log file or LookupEvents response that does not parse as a whole
     (one record nested too deeply, a truncated file) one by one, so the good ones survive."""
     start = _LIST_START.match(data)
@@ -391,20 +464,25 @@ def _elements(data: bytes, pos: int) -> Iterator[bytes]:
         yield data[start:]
 
 
-def _lines(data: bytes, path: Path, first: int = 1) -> Iterator[TrailEvent | Malformed]:
+def _lines(data: bytes, path: Path, first: int = 1) -> Iterator[Item]:
     for number, line in enumerate(data.split(b"\n"), start=first):
         if line.strip():
             yield from _parse(line, f"{path}:{number}")
 
 
-def _open(path: Path) -> io.BufferedIOBase:
-    raw = path.open("rb")
-    if raw.peek(2)[:2] == b"\x1f\x8b":  # gzip magic, whatever the name says
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    return raw
+@contextmanager
+def _open(path: Path) -> Iterator[io.BufferedIOBase]:
+    """The file's bytes, gunzipped when they start with gzip's magic (whatever the name says).
+    Closes the file afterwards: a GzipFile leaves the file it was handed open."""
+    with path.open("rb") as raw:
+        if raw.peek(2)[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield unzipped
+        else:
+            yield raw
 
 
-def iter_stream(stream: io.BufferedIOBase, path: Path) -> Iterator[TrailEvent | Malformed]:
+def iter_stream(stream: io.BufferedIOBase, path: Path) -> Iterator[Item]:
     """The records of an open (already decompressed) binary stream, read as ``iter_file``
     describes; ``path`` only names locations."""
     first = stream.readline()
@@ -438,7 +516,7 @@ def iter_stream(stream: io.BufferedIOBase, path: Path) -> Iterator[TrailEvent | 
             yield from _parse(line, f"{path}:{later}")
 
 
-def iter_file(path: Path) -> Iterator[TrailEvent | Malformed]:
+def iter_file(path: Path) -> Iterator[Item]:
     """Stream the records of one file: gzip or plain (by content), one JSON document or JSON
     lines.
 

@@ -1,10 +1,16 @@
-"""Which break-glass principal, if any, an event belongs to (DESIGN.md "identify").
+"""Which break-glass principal, if any, an event belongs to (docs/design.md "Identification").
 
 One event, at most one principal; the acting identity wins over the role an assume call names.
 Account ids compare exactly, IAM names case-insensitively and whole. Exact names are dict
-look-ups; ``name_pattern`` principals are tried only when no exact name matched. One addition
-to DESIGN.md: calls with a ``FederatedUser`` identity (``GetFederationToken``) whose session
-issuer is a break-glass IAM user are that user's uses: its credentials are at work.
+look-ups; ``name_pattern`` principals are tried only when no exact name matched. Calls with a
+``FederatedUser`` identity (``GetFederationToken``) whose session issuer is a break-glass IAM
+user are that user's uses: its credentials are at work.
+
+The role an assume call asks for is read from ``requestParameters.roleArn``; when STS denies the
+call CloudTrail writes ``requestParameters: null`` and the role is only in ``errorMessage``
+(``... on resource: arn:aws:iam::ACCOUNT:role/NAME``) or, for the federated variants, in
+``responseElements.assumedRoleUser.arn``. ``AssumeRoot`` asks for the root of the account in
+``requestParameters.targetPrincipal``.
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ from dataclasses import dataclass
 from fnmatch import translate
 from typing import Any
 
-from watcher.events import ASSUME_EVENTS, STS_SOURCE
+from watcher.events import ASSUME_EVENTS, ASSUME_ROOT, STS_SOURCE
 from watcher.model import Principal, PrincipalKind, TrailEvent
 
 _Key = tuple[str, PrincipalKind, str]
 _MEMO_SIZE = 65536
+# The console acting for the signed-in human: their use, not AWS acting on its own.
+CONSOLE_INVOKERS = frozenset({"signin.amazonaws.com"})
+_DENIED_ROLE = re.compile(r"on resource: (arn:[\w-]+:iam::\d{12}:role/\S+?)(?=$|[\s,;)])")
 _ARN_KINDS: dict[tuple[str, str], PrincipalKind] = {
     ("iam", "user"): "user",
     ("iam", "role"): "role",
@@ -131,8 +140,9 @@ def _acting(event: TrailEvent, index: PrincipalIndex) -> Principal | None:
     if kind == "IAMUser":
         return _user(identity, event, index)
     if kind == "Root":
-        if identity.get("invokedBy"):
-            return None
+        invoked_by = identity.get("invokedBy")
+        if invoked_by and invoked_by not in CONSOLE_INVOKERS:
+            return None  # a service acting on its own
         account = identity.get("accountId")
         return index.root(account if type(account) is str and account else event.account)
     if kind == "FederatedUser":  # GetFederationToken of a user: the user's credentials at work
@@ -143,14 +153,35 @@ def _acting(event: TrailEvent, index: PrincipalIndex) -> Principal | None:
     return None
 
 
+def requested_role_arn(record: dict[str, Any]) -> str | None:
+    """The role ARN an assume call (succeeded or denied) asks for, as the record spells it."""
+    request = record.get("requestParameters")
+    if type(request) is dict:
+        role_arn = request.get("roleArn")
+        if type(role_arn) is str and ":iam::" in role_arn:
+            return role_arn
+    message = record.get("errorMessage")
+    if type(message) is str:
+        found = _DENIED_ROLE.search(message)
+        if found:
+            return found.group(1)
+    response = record.get("responseElements")
+    assumed = response.get("assumedRoleUser") if type(response) is dict else None
+    arn = assumed.get("arn") if type(assumed) is dict else None
+    return arn if type(arn) is str and ":assumed-role/" in arn else None
+
+
 def _requested(event: TrailEvent, index: PrincipalIndex) -> Principal | None:
+    return _of_kind(index.by_arn(requested_role_arn(event.raw)), "role")
+
+
+def _requested_root(event: TrailEvent, index: PrincipalIndex) -> Principal | None:
     request = event.raw.get("requestParameters")
-    if type(request) is not dict:
+    target = request.get("targetPrincipal") if type(request) is dict else None
+    if type(target) is not str:
         return None
-    role_arn = request.get("roleArn")
-    if type(role_arn) is not str or ":iam::" not in role_arn:
-        return None
-    return _of_kind(index.by_arn(role_arn), "role")
+    parts = target.split(":")  # an account id, or its root's ARN
+    return index.root(parts[4] if len(parts) >= 6 and parts[0] == "arn" else target)
 
 
 def match(event: TrailEvent, index: PrincipalIndex) -> Match | None:
@@ -160,11 +191,15 @@ def match(event: TrailEvent, index: PrincipalIndex) -> Match | None:
     acting = _acting(event, index)
     if acting is not None:
         return Match(acting)
-    if event.event_name in ASSUME_EVENTS and event.event_source == STS_SOURCE:
+    if event.event_source != STS_SOURCE:
+        return None
+    if event.event_name in ASSUME_EVENTS:
         requested = _requested(event, index)
-        if requested is not None:
-            return Match(requested, requested=True)
-    return None
+    elif event.event_name == ASSUME_ROOT:
+        requested = _requested_root(event, index)
+    else:
+        return None
+    return Match(requested, requested=True) if requested is not None else None
 
 
 def identify(event: TrailEvent, index: PrincipalIndex) -> Principal | None:

@@ -15,14 +15,23 @@ can assume them.
 
 An IAM error makes the whole account a failed source (``AccountError``), never a failed
 credential check: its principals simply have no facts this run.
+
+A discovered principal, once watched, stays watched (pass the last run's as ``keep``): whoever
+can create IAM roles could otherwise crowd it out of the per-account bound, and whoever can
+delete or untag it could make it vanish with its metrics. One that left IAM keeps being watched
+and fails its ``exists`` check. The bound (``max_discovered``) only limits *new* discoveries,
+oldest IAM entity first (decoys an attacker creates are younger than the principal they
+would hide); what it leaves out is counted in ``truncated`` and logged, never silent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from itertools import count
 from typing import Any, Literal
@@ -35,12 +44,15 @@ from watcher.model import Principal, Rules
 from watcher.settings import Account, Config
 from watcher.sources.retry import ErrorKind, error_kind
 
+log = logging.getLogger(__name__)
+
 EntityKind = Literal["user", "role"]
 
 MAX_DISCOVERED_PER_ACCOUNT = 50
 _CONCURRENCY = 8
 _IAM_DEFAULT_REGION = "us-east-1"
 _SERVICE_LINKED_PATH = "/aws-service-role/"
+_UNKNOWN_AGE = datetime.min.replace(tzinfo=UTC)  # sorts first: no CreateDate, no bound to lose
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +69,7 @@ class InventoryResult:
     """Watched principals (declared in rule order, then discovered) and what IAM says of them.
 
     ``facts`` has no entry for principals of a failed account. ``truncated`` counts, per
-    account, the discovered principals left out beyond the per-account limit.
+    account, the matching IAM entities left unwatched beyond the per-account bound.
     """
 
     principals: tuple[Principal, ...]
@@ -77,6 +89,7 @@ class _Entity:
     arn: str
     path: str
     trust_policy: Mapping[str, Any]
+    created: datetime = _UNKNOWN_AGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +97,7 @@ class _AccountScan:
     declared: dict[str, PrincipalFacts]
     discovered: list[tuple[_Entity, PrincipalFacts]]
     truncated: int
+    kept: dict[str, PrincipalFacts]  # principals kept from earlier runs, by name
 
 
 async def discover(
@@ -92,9 +106,16 @@ async def discover(
     rules: Rules,
     *,
     max_discovered: int = MAX_DISCOVERED_PER_ACCOUNT,
+    keep: Sequence[Principal] = (),
 ) -> InventoryResult:
-    """Inventory every configured account once; accounts are read concurrently."""
+    """Inventory every configured account once; accounts are read concurrently.
+
+    ``keep``: the principals an earlier run discovered. Each stays in the result whatever
+    IAM says now (absent from IAM: its facts say so; account unreadable: no facts).
+    """
     declared = [p for p in rules.principals if p.origin == "declared"]
+    declared_names = {p.name for p in declared}
+    kept = [p for p in keep if p.origin == "discovered" and p.name not in declared_names]
     configured = {a.id for a in config.accounts}
     errors = [
         AccountError(acct, "other", "account is not in the config's accounts; not checked")
@@ -111,6 +132,7 @@ async def discover(
                         config,
                         [p for p in declared if p.account == account.id],
                         max_discovered,
+                        [p for p in kept if p.account == account.id],
                     )
                 ),
             )
@@ -119,13 +141,16 @@ async def discover(
     facts: dict[str, PrincipalFacts] = {}
     discovered: list[Principal] = []
     truncated: dict[str, int] = {}
-    taken = {p.name for p in declared}
+    taken = declared_names | {p.name for p in kept}
     for account, task in tasks:
         scan = task.result()
         if isinstance(scan, AccountError):
             errors.append(scan)
+            discovered += (p for p in kept if p.account == account.id)
             continue
         facts.update(scan.declared)
+        facts.update(scan.kept)
+        discovered += (p for p in kept if p.name in scan.kept)
         for entity, entity_facts in scan.discovered:
             principal = _discovered_principal(entity, account.id, taken)
             taken.add(principal.name)
@@ -133,6 +158,14 @@ async def discover(
             facts[principal.name] = entity_facts
         if scan.truncated:
             truncated[account.id] = scan.truncated
+            log.warning(
+                "discovery bound reached: matching IAM principals are not watched",
+                extra={
+                    "account": account.id,
+                    "unwatched": scan.truncated,
+                    "bound": max_discovered,
+                },
+            )
     return InventoryResult(
         principals=(*declared, *discovered),
         facts=facts,
@@ -147,9 +180,10 @@ async def _scan_safely(
     config: Config,
     declared: list[Principal],
     max_discovered: int,
+    kept: list[Principal],
 ) -> _AccountScan | AccountError:
     try:
-        return await _scan_account(clients, account, config, declared, max_discovered)
+        return await _scan_account(clients, account, config, declared, max_discovered, kept)
     except Exception as exc:
         leaves = _leaves(exc)
         kinds = [error_kind(leaf) for leaf in leaves]
@@ -165,6 +199,7 @@ async def _scan_account(
     config: Config,
     declared: list[Principal],
     max_discovered: int,
+    kept: list[Principal],
 ) -> _AccountScan:
     region = account.regions[0] if account.regions else _IAM_DEFAULT_REGION
     limit = asyncio.Semaphore(_CONCURRENCY)
@@ -187,11 +222,30 @@ async def _scan_account(
         named = [any(fnmatchcase(e.name.lower(), p) for p in patterns) for e in candidates]
         by_name = [e for e, hit in zip(candidates, named, strict=True) if hit]
         rest = [e for e, hit in zip(candidates, named, strict=True) if not hit]
-        by_tag = await _tagged(iam, rest, config.inventory.tags, limit)
-        found = sorted((*by_name, *by_tag), key=lambda e: (e.kind, e.name.lower()))
-        kept = found[:max_discovered]
+        kept_keys = {(p.kind, name) for p in kept for name in p.iam_names}
+        kept_entities = {
+            (e.kind, e.name.lower()): e for e in candidates if (e.kind, e.name.lower()) in kept_keys
+        }
+        by_tag = await _tagged(
+            iam,
+            [e for e in rest if (e.kind, e.name.lower()) not in kept_keys],
+            config.inventory.tags,
+            limit,
+        )
+        found = sorted(
+            (e for e in (*by_name, *by_tag) if (e.kind, e.name.lower()) not in kept_keys),
+            key=lambda e: (e.created, e.kind, e.name.lower()),
+        )
+        # Oldest first picks who fits the bound; the result is in the usual kind, name order.
+        new = sorted(
+            found[: max(0, max_discovered - len(kept))], key=lambda e: (e.kind, e.name.lower())
+        )
 
-        watched = (*(e for entities in claims.values() for e in entities), *kept)
+        watched = (
+            *(e for entities in claims.values() for e in entities),
+            *kept_entities.values(),
+            *new,
+        )
         to_read = {e.name: e for e in watched if e.kind == "user"}
         user_facts = await _user_facts_all(iam, list(to_read.values()), limit)
         root = await _root_facts(iam) if any(p.kind == "root" for p in declared) else None
@@ -202,14 +256,40 @@ async def _scan_account(
         )
         for p in declared
     }
-    discovered = [(e, _entity_facts([e], user_facts)) for e in kept]
-    return _AccountScan(declared_facts, discovered, len(found) - len(kept))
+    discovered = [(e, _entity_facts([e], user_facts)) for e in new]
+    kept_facts = {  # a rule now declaring its IAM identity supersedes a kept principal
+        p.name: _kept_facts(
+            p, [kept_entities[k] for k in _keys(p) if k in kept_entities], user_facts
+        )
+        for p in kept
+        if not claimed.issuperset(_keys(p))
+    }
+    return _AccountScan(declared_facts, discovered, len(found) - len(new), kept_facts)
+
+
+def _keys(principal: Principal) -> list[tuple[str, str]]:
+    return [(principal.kind, name) for name in principal.iam_names]
+
+
+def _kept_facts(
+    principal: Principal, present: list[_Entity], user_facts: Mapping[str, UserFacts]
+) -> PrincipalFacts:
+    """Facts of a principal discovered earlier; the IAM names now gone are ``missing``."""
+    base = _entity_facts(present, user_facts)
+    found = {e.name.lower() for e in present}
+    return replace(base, missing=tuple(n for n in principal.iam_names if n not in found))
 
 
 def _entity(kind: EntityKind, item: Mapping[str, Any]) -> _Entity:
     name = item["UserName"] if kind == "user" else item["RoleName"]
+    created = item.get("CreateDate")
     return _Entity(
-        kind, name, item["Arn"], item.get("Path", "/"), item.get("AssumeRolePolicyDocument", {})
+        kind,
+        name,
+        item["Arn"],
+        item.get("Path", "/"),
+        item.get("AssumeRolePolicyDocument", {}),
+        created if isinstance(created, datetime) else _UNKNOWN_AGE,
     )
 
 

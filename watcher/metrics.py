@@ -1,4 +1,4 @@
-"""Every Prometheus metric of DESIGN.md's table, in one injectable registry.
+"""Every Prometheus metric of docs/design.md "Metrics", in one injectable registry.
 
 Label values come only from the rules, the config and the code (principal and exercise names,
 source/account/region of configured sources, fixed enums), never from raw event data.
@@ -9,9 +9,9 @@ mirror holds every known total, exposed label sets are brought up to it, and not
 down. Timestamp gauges whose value is unknown are left absent rather than 0, so an alert like
 ``time() - x > …`` cannot fire on a value that only means "never".
 
-Additions to DESIGN.md's table: ``breakglass_events_malformed_total{source}`` (input records the
-source could not read, counted whatever account/region they came from) and the error kind
-``other`` of ``breakglass_source_errors_total``.
+``breakglass_events_malformed_total{source}`` counts input records the source could not read,
+whatever account/region they came from. ``breakglass_inventory_unwatched_principals{account}``
+counts the IAM matches the discovery bound left unwatched, set by each inventory run.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ SourceLabels = tuple[str, str, str]
 """(source, account, region) of one configured source."""
 
 WINDOW_RESULTS = ("detected", "missed")
-#: DESIGN.md's kinds plus ``other`` (what ``sources/retry.py`` and ``inventory.py`` report for
-#: an error they cannot place).
+#: ``other`` is what ``sources/retry.py`` and ``inventory.py`` report for an error they cannot
+#: place.
 ERROR_KINDS = ("throttled", "network", "auth", "malformed", "other")
 #: The ``source`` label of the IAM inventory: the one source that delivers no CloudTrail events.
 INVENTORY_SOURCE = "iam"
@@ -93,12 +93,20 @@ class _MirroredGauge:
             self.gauge.labels(*key).set(self.values[key])
 
 
+def drop_created_series() -> None:
+    """No ``*_created`` series for metrics made after this call: they double the series count
+    and nothing reads them.
+
+    prometheus_client's switch is process-wide, so each process entry point (the CLI, the
+    benchmarks, the test suite) calls this once before it builds metrics.
+    """
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
+
+
 class WatcherMetrics:
     """The watcher's metrics in ``registry`` (a fresh one by default)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        # No `*_created` series: they double the series count and nothing here reads them.
-        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         pc = ["principal", "classification"]
@@ -205,6 +213,12 @@ class WatcherMetrics:
             "Event time to classified.",
             ["source"],
             buckets=DELAY_BUCKETS,
+            registry=r,
+        )
+        self.unwatched_gauge = Gauge(
+            "breakglass_inventory_unwatched_principals",
+            "IAM users and roles matching discovery that the per-account bound left unwatched.",
+            ["account"],
             registry=r,
         )
         self.rules_info = Gauge(
@@ -351,7 +365,7 @@ class WatcherMetrics:
     # -- credentials ----------------------------------------------------------------------
 
     def set_credential_checks(self, principal: str, checks: Mapping[str, bool]) -> None:
-        """Replace the principal's check results (check names as in DESIGN.md)."""
+        """Replace the principal's check results (check names as in docs/design.md "Metrics")."""
         self.credential_check.remove_by_labels({"principal": principal})
         if principal in self._principals:
             for check, ok in checks.items():
@@ -381,6 +395,10 @@ class WatcherMetrics:
 
     def set_leader(self, replica: str, leading: bool) -> None:
         self.leader.labels(replica).set(1 if leading else 0)
+
+    def inventory_unwatched(self, account: str, count: int) -> None:
+        """Matching IAM principals the discovery bound left out in ``account`` (0: none)."""
+        self.unwatched_gauge.labels(account).set(count)
 
     def config_reloaded(self, ok: bool) -> None:
         self.reload_success.set(1 if ok else 0)

@@ -62,6 +62,25 @@ class Exercise:
 
 
 @dataclass(frozen=True, slots=True)
+class Person:
+    """Someone expected to be able to use ``principals``, and how CloudTrail shows them.
+
+    ``source_identity`` is compared exactly (STS keeps its case); the IAM and Identity Center
+    names are lower-cased (IAM user names are case-insensitive, and Identity Center user names
+    usually are e-mail addresses). ``iam_user_account`` narrows ``iam_user`` to one account.
+    """
+
+    name: str
+    principals: tuple[str, ...]
+    source_identity: str | None = None
+    identity_center_user: str | None = None
+    identity_center_user_id: str | None = None
+    iam_user: str | None = None
+    iam_user_account: str | None = None
+    max_days_between_drills: int = 180
+
+
+@dataclass(frozen=True, slots=True)
 class Window:
     """One occurrence of an exercise: ``[start, end)`` in UTC."""
 
@@ -80,6 +99,7 @@ class Rules:
     principals: tuple[Principal, ...]
     exercises: tuple[Exercise, ...]
     digest: str = ""
+    people: tuple[Person, ...] = ()
 
     def principal(self, name: str) -> Principal | None:
         return next((p for p in self.principals if p.name == name), None)
@@ -93,8 +113,8 @@ class TrailEvent:
     """One CloudTrail record, whatever it arrived in (log file, EventBridge, LookupEvents).
 
     ``identity`` is the record's ``userIdentity``; ``raw`` the whole record. ``session_name`` and
-    ``mfa_used`` are derived as DESIGN.md says (assume calls: from the request; sessions: from the
-    assumed-role ARN and session context; ConsoleLogin: ``MFAUsed``).
+    ``mfa_used`` are derived as docs/design.md "Normalisation" says (assume calls: from the request;
+    sessions: from the assumed-role ARN and session context; ConsoleLogin: ``MFAUsed``).
     """
 
     event_id: str
@@ -130,3 +150,9 @@ class Verdict:
     exercise: str | None = None
     window: Window | None = None
     session_key: str | None = None
+    person: str | None = None
+    """The declared person a drill event is attributed to (``people.py``), if any."""
+    # Among records sharing a dedup key (the two account copies of one cross-account assume
+    # call), the one with the highest rank decides: 2 carries the caller's identity, 1 is the
+    # copy AWS writes in the role's account (``AWSAccount``/``AWSService`` caller).
+    copy_rank: int = 2

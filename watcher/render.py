@@ -1,31 +1,43 @@
-"""The EventBridge rule pattern that forwards break-glass CloudTrail events to the watcher's queue.
+"""The EventBridge rule patterns that forward break-glass CloudTrail events to the watcher's queue.
 
-The pattern is a pre-filter: it must let every event of a watched principal through (the watcher
-decides exactly what an event is), and it keeps the queue quiet otherwise. So it errs on the wide
-side where EventBridge cannot say exactly what DESIGN.md means:
+A pattern is a pre-filter: it must let every record shape that identification attributes to a
+watched principal through (the watcher decides exactly what an event is, and drops the rest),
+and it keeps the queue quiet otherwise. So it errs on the wide side where EventBridge cannot
+say exactly what docs/design.md "Identification" means:
 
 - ``source`` is any ``aws.*`` source: a break-glass session may call any service, and customers
   cannot put events with an ``aws.`` source, so nothing forged reaches the queue. ``detail-type``
-  is not filtered (DESIGN.md: sign-in events are spelled differently in practice); records are
+  is not filtered (sign-in events are spelled differently in practice: docs/design.md
+  "Normalisation"); records are
   recognised by their ``userIdentity`` fields.
-- IAM names compare case-insensitively (``equals-ignore-case``), accounts exactly.
-- Users match on ``userIdentity.userName`` + ``accountId`` (a failed ``ConsoleLogin`` has no
-  ``arn``); role sessions on ``sessionContext.sessionIssuer.userName`` + ``accountId`` (the issuer
-  ARN carries the role's path, which a rule declared by name does not know); assume calls on
-  ``requestParameters.roleArn`` ending in ``/NAME`` ignoring case, in any account (the caller's
-  copy of a cross-account call is recorded in the caller's account); root on ``type`` Root +
-  ``accountId``.
+- Names are compacted across accounts: one list of user names and one of role names, whatever
+  account declares them (accounts are not in the pattern; the daemon compares them exactly). An
+  organisation with the same break-glass role in every account has a pattern of constant size.
+  IAM names compare case-insensitively (``equals-ignore-case``).
+- Users: ``IAMUser`` + ``userName`` (a failed ``ConsoleLogin`` and ``CheckMfa`` have no ``arn``),
+  and ``FederatedUser`` sessions whose issuer has that name (``GetFederationToken``).
+- Role sessions: ``sessionContext.sessionIssuer.userName`` (the issuer ARN carries the role's
+  path, which a rule declared by name does not know); console sign-in records of role sessions
+  (``SwitchRole``) have no session context: every ``AssumedRole`` record without a session issuer
+  is forwarded (human console sign-ins only).
+- Assume calls: ``requestParameters.roleArn`` ending in ``/NAME`` ignoring case, in any account
+  (the caller's copy of a cross-account call is recorded in the caller's account). A denied call
+  has ``requestParameters: null`` and names the role only in ``errorMessage``, which EventBridge
+  cannot parse: every failed ``AssumeRole*`` is forwarded.
+- Root: ``type`` Root + ``accountId``; ``AssumeRoot`` calls (rare) are forwarded.
 - Principals declared by ``name_pattern`` use ``wildcard``, which EventBridge matches
   case-sensitively: names differing in case from the (lower-case) pattern are not forwarded.
 
-Alternatives are joined with ``$or`` inside ``detail``.
+Alternatives are joined with ``$or`` inside ``detail``. EventBridge allows 4096 characters per
+pattern: when the names do not fit, they are spread over several patterns (one rule each); the
+fixed alternatives go into the first.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from watcher.errors import ConfigError, Problem
@@ -34,6 +46,7 @@ from watcher.model import Principal, Rules
 # PutRule's limit on EventPattern (botocore model: EventPattern max 4096).
 MAX_PATTERN_CHARS = 4096
 _ASSUME_PREFIX = "AssumeRole"
+_SOURCE = [{"prefix": "aws."}]
 
 
 def _names(principal: Principal) -> list[str]:
@@ -43,105 +56,176 @@ def _names(principal: Principal) -> list[str]:
     return sorted(names)
 
 
-def _ignore_case(values: list[str]) -> list[dict[str, str]]:
-    return [{"equals-ignore-case": v} for v in values]
-
-
 def _wildcard(glob: str) -> str:
     """An EventBridge wildcard for a lower-case glob: ``?`` and ``[...]`` widen to ``*``."""
     return re.sub(r"\*+", "*", re.sub(r"\[[^\]]*\]|\?", "*", glob))
 
 
-def _alternatives(principals: tuple[Principal, ...]) -> list[dict[str, Any]]:
-    users: dict[str, set[str]] = defaultdict(set)
-    roles: dict[str, set[str]] = defaultdict(set)
-    user_globs: dict[str, set[str]] = defaultdict(set)
-    role_globs: dict[str, set[str]] = defaultdict(set)
-    roots: set[str] = set()
-    for p in principals:
-        if p.kind == "root":
-            roots.add(p.account)
-            continue
-        named, globbed = (users, user_globs) if p.kind == "user" else (roles, role_globs)
-        named[p.account].update(_names(p))
-        if p.name_pattern:
-            globbed[p.account].add(_wildcard(p.name_pattern))
+@dataclass
+class _Names:
+    """What one pattern matches by name."""
 
+    users: set[str] = field(default_factory=set)
+    user_globs: set[str] = field(default_factory=set)
+    roles: set[str] = field(default_factory=set)
+    role_globs: set[str] = field(default_factory=set)
+    roots: set[str] = field(default_factory=set)
+
+    def add(self, principal: Principal) -> None:
+        if principal.kind == "root":
+            self.roots.add(principal.account)
+            return
+        named, globbed = (
+            (self.users, self.user_globs)
+            if principal.kind == "user"
+            else (self.roles, self.role_globs)
+        )
+        named.update(_names(principal))
+        if principal.name_pattern:
+            globbed.add(_wildcard(principal.name_pattern))
+
+    def copy(self) -> _Names:
+        return _Names(
+            set(self.users),
+            set(self.user_globs),
+            set(self.roles),
+            set(self.role_globs),
+            set(self.roots),
+        )
+
+
+def _matchers(names: set[str], globs: set[str], prefix: str = "") -> list[dict[str, Any]]:
+    return [{"equals-ignore-case": n} for n in sorted(names)] + [
+        {"wildcard": prefix + g} for g in sorted(globs)
+    ]
+
+
+def _fixed(principals: tuple[Principal, ...]) -> list[dict[str, Any]]:
+    """Alternatives that do not grow with the principals (only in the first pattern)."""
     alts: list[dict[str, Any]] = []
-    for account in sorted(set(users) | set(user_globs)):
-        matchers = _ignore_case(sorted(users[account])) + [
-            {"wildcard": g} for g in sorted(user_globs[account])
-        ]
-        if matchers:
-            alts.append(
-                {
-                    "userIdentity": {
-                        "type": ["IAMUser"],
-                        "accountId": [account],
-                        "userName": matchers,
-                    }
-                }
-            )
-    role_suffixes: set[str] = set()
-    role_arn_globs: set[str] = set()
-    for account in sorted(set(roles) | set(role_globs)):
-        names = sorted(roles[account])
-        globs = sorted(role_globs[account])
-        matchers = _ignore_case(names) + [{"wildcard": g} for g in globs]
-        if not matchers:
-            continue
-        role_suffixes.update("/" + n for n in names)
-        role_arn_globs.update("*/" + g for g in globs)
+    if any(p.kind == "role" for p in principals):
+        alts.append({"eventName": [{"prefix": _ASSUME_PREFIX}], "errorCode": [{"exists": True}]})
         alts.append(
             {
                 "userIdentity": {
                     "type": ["AssumedRole"],
-                    "sessionContext": {
-                        "sessionIssuer": {"accountId": [account], "userName": matchers}
-                    },
+                    "sessionContext": {"sessionIssuer": {"type": [{"exists": False}]}},
                 }
             }
         )
-    if role_suffixes or role_arn_globs:
+    if any(p.kind == "root" for p in principals):
+        alts.append({"eventName": ["AssumeRoot"]})
+    return alts
+
+
+def _by_name(names: _Names) -> list[dict[str, Any]]:
+    alts: list[dict[str, Any]] = []
+    users = _matchers(names.users, names.user_globs)
+    if users:
+        alts.append({"userIdentity": {"type": ["IAMUser"], "userName": users}})
+        alts.append(
+            {
+                "userIdentity": {
+                    "type": ["FederatedUser"],
+                    "sessionContext": {"sessionIssuer": {"userName": users}},
+                }
+            }
+        )
+    roles = _matchers(names.roles, names.role_globs)
+    if roles:
+        alts.append(
+            {
+                "userIdentity": {
+                    "type": ["AssumedRole"],
+                    "sessionContext": {"sessionIssuer": {"userName": roles}},
+                }
+            }
+        )
         arn_matchers: list[dict[str, Any]] = [
-            {"suffix": {"equals-ignore-case": s}} for s in sorted(role_suffixes)
-        ] + [{"wildcard": g} for g in sorted(role_arn_globs)]
+            {"suffix": {"equals-ignore-case": "/" + n}} for n in sorted(names.roles)
+        ] + [{"wildcard": "*/" + g} for g in sorted(names.role_globs)]
         alts.append(
             {
                 "eventName": [{"prefix": _ASSUME_PREFIX}],
                 "requestParameters": {"roleArn": arn_matchers},
             }
         )
-    if roots:
-        alts.append({"userIdentity": {"type": ["Root"], "accountId": sorted(roots)}})
+    if names.roots:
+        alts.append({"userIdentity": {"type": ["Root"], "accountId": sorted(names.roots)}})
     return alts
 
 
-def eventbridge_pattern(rules: Rules) -> dict[str, Any]:
-    """The rule's event pattern for every principal in ``rules``.
+def _pattern(alternatives: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"source": _SOURCE, "detail": {"$or": alternatives}}
 
-    Raises ConfigError when there is nothing to match or the pattern exceeds EventBridge's size
-    limit (then split the principals over several rules).
+
+def _size(pattern: dict[str, Any]) -> int:
+    return len(json.dumps(pattern, separators=(",", ":")))
+
+
+def eventbridge_patterns(rules: Rules) -> list[dict[str, Any]]:
+    """The rule patterns for every principal in ``rules``: as few as fit EventBridge's size
+    limit, each at most ``MAX_PATTERN_CHARS`` long (compact JSON).
+
+    Raises ConfigError when there is nothing to match, or one principal alone does not fit.
     """
-    alts = _alternatives(rules.principals)
-    if not alts:
+    principals = rules.principals
+    if not principals:
         raise ConfigError([Problem("rules", "principals", "no principals to match")])
-    pattern: dict[str, Any] = {"source": [{"prefix": "aws."}], "detail": {"$or": alts}}
-    size = len(json.dumps(pattern, separators=(",", ":")))
-    if size > MAX_PATTERN_CHARS:
+    fixed = _fixed(principals)
+    patterns: list[dict[str, Any]] = []
+    current, extra = _Names(), fixed
+    for principal in sorted(principals, key=lambda p: (p.kind, p.account, p.name)):
+        trial = current.copy()
+        trial.add(principal)
+        if _size(_pattern(extra + _by_name(trial))) <= MAX_PATTERN_CHARS:
+            current = trial
+            continue
+        if current == _Names():
+            raise ConfigError(
+                [
+                    Problem(
+                        "rules",
+                        f"principals.{principal.name}",
+                        f"its EventBridge pattern alone exceeds EventBridge's "
+                        f"{MAX_PATTERN_CHARS} characters",
+                    )
+                ]
+            )
+        patterns.append(_pattern(extra + _by_name(current)))
+        current, extra = _Names(), []
+        current.add(principal)
+    patterns.append(_pattern(extra + _by_name(current)))
+    return patterns
+
+
+def eventbridge_pattern(rules: Rules) -> dict[str, Any]:
+    """The one pattern for every principal in ``rules``.
+
+    Raises ConfigError when there is nothing to match or the principals need more than one
+    pattern (then use ``eventbridge_patterns``: one rule per pattern).
+    """
+    patterns = eventbridge_patterns(rules)
+    if len(patterns) > 1:
         raise ConfigError(
             [
                 Problem(
                     "rules",
                     "principals",
-                    f"the EventBridge pattern is {size} characters, more than EventBridge's "
-                    f"{MAX_PATTERN_CHARS}: split the principals over several rules",
+                    f"the principals need {len(patterns)} EventBridge patterns of at most "
+                    f"{MAX_PATTERN_CHARS} characters: render eventbridge-patterns and create "
+                    "one rule per pattern",
                 )
             ]
         )
-    return pattern
+    return patterns[0]
 
 
 def eventbridge_pattern_json(rules: Rules) -> str:
     """``eventbridge_pattern`` as indented JSON, for ``breakglass-watcher render``."""
     return json.dumps(eventbridge_pattern(rules), indent=2)
+
+
+def eventbridge_patterns_lines(rules: Rules) -> str:
+    """``eventbridge_patterns`` as compact JSON, one pattern per line."""
+    return "\n".join(json.dumps(p, separators=(",", ":")) for p in eventbridge_patterns(rules))

@@ -1,31 +1,32 @@
 """``breakglass-watcher replay``: classify CloudTrail files offline.
 
-Streams every file, keeps only break-glass verdicts (de-duplicated across all inputs by
-``TrailEvent.dedup_key``, first seen wins) and prints them in event-time order, one JSON line
-each, or a table per principal with ``--summary``. Malformed records are warned about on stderr
-with their location; a file that cannot be read makes the exit status 1, after the rest ran.
+Streams every file (a folder: every ``.json``/``.json.gz`` file below it, other files skipped
+quietly), keeps only break-glass verdicts, de-duplicated across all inputs by
+``TrailEvent.dedup_key``, and prints them in event-time order, one JSON line each, or a table
+per principal with ``--summary``. Of the records sharing a dedup key (the two account copies of
+one cross-account assume call) the one carrying the caller's identity decides
+(``Verdict.copy_rank``), whatever the input order; between equals the first seen stays.
+Malformed records are warned about on stderr with their location; Insights records and digest
+files are only counted; a file that cannot be read makes the exit status 1, after the rest ran.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from watcher.classify import Classifier
-from watcher.events import FileReadError, Malformed, iter_file
+from watcher.clock import iso_z
+from watcher.events import FileReadError, Malformed, Skipped, iter_file
 from watcher.model import CLASSIFICATIONS, OUTCOMES, Rules, TrailEvent, Verdict
 
 MAX_WARNINGS = 20
-
-
-def iso_z(t: datetime) -> str:
-    """``2026-10-01T12:05:00Z`` (fractional seconds only when there are some)."""
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+LOG_SUFFIXES = (".json", ".json.gz")
 
 
 def verdict_line(verdict: Verdict) -> dict[str, Any]:
@@ -53,6 +54,7 @@ class Warnings:
 
     err: TextIO
     count: int = 0
+    skipped: int = 0
 
     def malformed(self, item: Malformed) -> None:
         self.count += 1
@@ -64,26 +66,54 @@ class Warnings:
             print(f"warning: {self.count - MAX_WARNINGS} more malformed records", file=self.err)
         if self.count:
             print(f"{self.count} malformed records skipped", file=self.err)
+        if self.skipped:
+            print(
+                f"{self.skipped} items that are no management events skipped "
+                "(CloudTrail Insights records, digest files)",
+                file=self.err,
+            )
 
 
 class Collector:
     """Classifies records as they stream past and keeps only the break-glass verdicts,
-    de-duplicated by ``dedup_key`` (first seen wins), in arrival order."""
+    de-duplicated by ``dedup_key`` (the highest ``copy_rank`` wins, then the first seen), in
+    order of first arrival."""
 
     def __init__(self, classifier: Classifier, warnings: Warnings) -> None:
         self._classify = classifier.classify
         self._warnings = warnings
-        self._seen: set[str] = set()
+        self._at: dict[str, int] = {}  # dedup key -> index in verdicts
         self.verdicts: list[Verdict] = []
 
-    def add(self, item: TrailEvent | Malformed) -> None:
+    def add(self, item: TrailEvent | Malformed | Skipped) -> None:
         if isinstance(item, Malformed):
             self._warnings.malformed(item)
             return
+        if isinstance(item, Skipped):
+            self._warnings.skipped += 1
+            return
         verdict = self._classify(item)
-        if verdict is not None and item.dedup_key not in self._seen:
-            self._seen.add(item.dedup_key)
+        if verdict is None:
+            return
+        at = self._at.get(item.dedup_key)
+        if at is None:
+            self._at[item.dedup_key] = len(self.verdicts)
             self.verdicts.append(verdict)
+        elif verdict.copy_rank > self.verdicts[at].copy_rank:
+            self.verdicts[at] = verdict
+
+
+def input_files(paths: Sequence[Path]) -> Iterator[Path]:
+    """``paths`` with each folder replaced by its ``.json``/``.json.gz`` files, recursively in
+    name order (real archives are nested ``AWSLogs/ACCOUNT/CloudTrail/REGION/Y/M/D`` folders).
+    Files named on the command line are read whatever their name."""
+    for path in paths:
+        if path.is_dir():
+            for found in sorted(path.rglob("*")):
+                if found.name.lower().endswith(LOG_SUFFIXES) and found.is_file():
+                    yield found
+        else:
+            yield path
 
 
 @dataclass
@@ -136,7 +166,7 @@ def run_replay(
     warnings = Warnings(err)
     collector = Collector(Classifier(rules), warnings)
     failed: list[str] = []
-    for path in files:
+    for path in input_files(files):
         try:
             for item in iter_file(path):
                 collector.add(item)

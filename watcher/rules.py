@@ -1,8 +1,9 @@
 """Rule files (``rules/*.yaml``): principals and exercises, validated in two stages.
 
-``parse_rules`` is pure: it takes already-parsed YAML documents and either returns
-:class:`~watcher.model.Rules` or raises one ConfigError listing every problem with its file and
-path. ``load_rules`` reads the files and computes the digest.
+``parse_rules`` reads no files (and the clock only when not given ``now``): it takes
+already-parsed YAML documents and either returns :class:`~watcher.model.Rules` or raises one
+ConfigError listing every problem with its file and path. ``load_rules`` reads the files and
+computes the digest.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from cronsim import CronSim, CronSimError
 
 from watcher.durations import format_duration
 from watcher.errors import ConfigError, Problem
-from watcher.model import Exercise, IPNetwork, Principal, PrincipalKind, Rules
+from watcher.model import Exercise, IPNetwork, Person, Principal, PrincipalKind, Rules
+from watcher.people import check_people, parse_person
 from watcher.schedule import shortest_gap
 from watcher.validation import (
+    FIRST_YEAR,
+    LAST_YEAR,
     At,
     Fields,
     Key,
@@ -32,14 +36,16 @@ from watcher.validation import (
     check_mapping,
     duration,
     iam_glob,
+    read_file,
     read_yaml,
     text_items,
 )
 
 RULE_SUFFIXES = (".yaml", ".yml")
 GAP_CHECK_HORIZON = timedelta(days=731)
+MAX_DAYS_BETWEEN_DRILLS = 3660  # ten years
 
-_TOP = {"principals": Key("list"), "exercises": Key("list")}
+_TOP = {"principals": Key("list"), "exercises": Key("list"), "people": Key("list")}
 _PRINCIPAL = {
     "name": Key("str", required=True),
     "match": Key("mapping", required=True),
@@ -98,9 +104,9 @@ def load_rules(path: Path, *, now: datetime | None = None) -> Rules:
     for file in files:
         label = str(file)
         try:
-            data = file.read_bytes()
-        except OSError as exc:
-            problems.append(Problem(label, "", f"cannot read: {exc.strerror or exc}"))
+            data = read_file(file, label)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
             continue
         digest.update(f"{file.name}\0{len(data)}\0".encode())
         digest.update(data)
@@ -121,14 +127,17 @@ def load_rules(path: Path, *, now: datetime | None = None) -> Rules:
 def _rule_files(path: Path) -> tuple[list[Path], list[Problem]]:
     label = str(path)
     if path.is_dir():
-        files = sorted(
-            (
-                p
-                for p in path.iterdir()
-                if p.suffix in RULE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-            ),
-            key=lambda p: p.name,
-        )
+        try:
+            files = sorted(
+                (
+                    p
+                    for p in path.iterdir()
+                    if p.suffix in RULE_SUFFIXES and not p.name.startswith(".") and not p.is_dir()
+                ),
+                key=lambda p: p.name,
+            )
+        except OSError as exc:
+            return [], [Problem(label, "", f"cannot list this directory: {exc.strerror or exc}")]
         if not files:
             return [], [Problem(label, "", "no rule files (*.yaml, *.yml) in this directory")]
         return files, []
@@ -168,6 +177,7 @@ def _parse(documents: Sequence[tuple[str, object]], now: datetime, *, complete: 
     principals: list[Principal] = []
     exercises: list[Exercise] = []
     references: list[_Reference] = []
+    people: list[tuple[At, Person]] = []
     for label, document in documents:
         at = At(label)
         top = check_mapping(
@@ -189,7 +199,13 @@ def _parse(documents: Sequence[tuple[str, object]], now: datetime, *, complete: 
             )
             if exercise is not None:
                 exercises.append(exercise)
+        for index, node in enumerate(top.items("people")):
+            where = at.key("people").item(index)
+            person = parse_person(node, where, report)
+            if person is not None:
+                people.append((where, person))
     if complete:
+        check_people(people, declared.principals, report)
         kinds = {p.name: p.kind for p in principals}
         for where, name, has_session_name in references:
             if name not in declared.principals:
@@ -204,7 +220,11 @@ def _parse(documents: Sequence[tuple[str, object]], now: datetime, *, complete: 
         if not declared.principals and documents:
             report.add(At(documents[0][0]), "no principals declared in any rule file")
     report.raise_if_any()
-    return Rules(principals=tuple(principals), exercises=tuple(exercises))
+    return Rules(
+        principals=tuple(principals),
+        exercises=tuple(exercises),
+        people=tuple(person for _, person in people),
+    )
 
 
 def _unique(name: str, at: At, seen: dict[str, At], what: str, report: Report) -> None:
@@ -255,8 +275,11 @@ def _principal(node: object, at: At, report: Report, declared: _Declared) -> Pri
     account = _principal_account(fields, match, report)
     kind = _principal_kind(fields, match, report)
     max_days = fields.integer("max_days_between_drills")
-    if max_days is not None and max_days < 1:
-        report.add(at.key("max_days_between_drills"), f"{max_days} must be a positive number")
+    if max_days is not None and not 1 <= max_days <= MAX_DAYS_BETWEEN_DRILLS:
+        report.add(
+            at.key("max_days_between_drills"),
+            f"{max_days} must be a positive number of days, at most {MAX_DAYS_BETWEEN_DRILLS}",
+        )
     if len(report.problems) > before or name is None or account is None or kind is None:
         return None
     principal = Principal(
@@ -547,6 +570,9 @@ def _instant(fields: Fields, key: str, report: Report) -> datetime | None:
     if isinstance(value, datetime):
         if value.utcoffset() is None:
             report.add(at, f"{value.isoformat()} has no UTC offset; write it {example}")
+            return None
+        if not FIRST_YEAR <= value.year <= LAST_YEAR:
+            report.add(at, f"{value.isoformat()} is not within the years {FIRST_YEAR}-{LAST_YEAR}")
             return None
         return value.astimezone(UTC)
     if isinstance(value, date):

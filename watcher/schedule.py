@@ -1,11 +1,13 @@
-"""When an exercise's windows are open. Pure: no clock, no I/O; every datetime returned is UTC.
+"""When an exercise's windows are open. No clock, no I/O, no module state; every datetime
+returned is UTC. :class:`WindowFinder` keeps a memo, owned by whoever holds the finder.
 
 A cron start is a local wall-clock time in the exercise's time zone; ``duration`` is elapsed
 time. Starts are found by running the cron expression over *naive* local times and giving each
-one ``fold=0`` in the zone, which is exactly the DESIGN.md rule: a local time skipped by a
-spring-forward change lands one gap later (02:30 becomes 03:30), and a repeated one (fall back)
-takes its first occurrence. A skipped time can therefore come out later in UTC than the next
-cron match, so starts pass through a small heap before they are yielded in order.
+one ``fold=0`` in the zone, which is exactly the rule of docs/design.md "Exercise windows": a
+local time skipped by a spring-forward change lands one gap later (02:30 becomes 03:30), and a
+repeated one (fall back) takes its first occurrence. A skipped time can therefore come out later
+in UTC than the next cron match, so starts pass through a small heap before they are yielded in
+order.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from watcher.model import Exercise, Window
 _OFFSET_BOUND = timedelta(days=1)
 _FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 
-# window_at memo: per exercise, every window starting in (lo, hi], computed at least a week ahead.
+# WindowFinder memo: per exercise, every window starting in (lo, hi], at least a week ahead.
 _SPAN_AHEAD = timedelta(days=7)
 _SPAN_AHEAD_MAX_STARTS = 64
 _SPANS_KEPT = 256
@@ -66,23 +68,48 @@ def window_at(exercise: Exercise, t: datetime) -> Window | None:
     """The window of ``exercise`` containing ``t`` (start inclusive, end exclusive), or None.
 
     Should windows overlap (validation rejects that for the next two years), the latest wins.
-    Memoised per exercise: a call inside the span of a previous one is a binary search.
+    A fresh search each call; :class:`WindowFinder` answers repeated calls from a memo.
     """
     t = _utc(t)
     if exercise.schedule is None:
         window = _one_off(exercise)
         return window if window is not None and window.contains(t) else None
     length = _length(exercise)
-    span = _spans.get(exercise)
-    if span is None or not span.covers(t - length, t):
-        span = _Span.around(exercise, t, length)
-        if len(_spans) >= _SPANS_KEPT:
-            _spans.clear()
-        _spans[exercise] = span
-    index = bisect_right(span.windows, t, key=attrgetter("start"))
-    if index and span.windows[index - 1].end > t:
-        return span.windows[index - 1]
-    return None
+    found: Window | None = None
+    for start in iter_starts(exercise, t - length):
+        if start > t:
+            break
+        found = Window(exercise.name, start, start + length)
+    return found
+
+
+class WindowFinder:
+    """:func:`window_at` with a memo per exercise, for a caller that asks many times (the
+    classifier, once per event): a call inside the span of a previous one is a binary search.
+
+    The memo belongs to the finder, so whoever owns the finder owns the memory; it keeps at most
+    a fixed number of exercises.
+    """
+
+    def __init__(self) -> None:
+        self._spans: dict[Exercise, _Span] = {}
+
+    def window_at(self, exercise: Exercise, t: datetime) -> Window | None:
+        """Same answer as :func:`window_at`."""
+        t = _utc(t)
+        if exercise.schedule is None:
+            return window_at(exercise, t)
+        length = _length(exercise)
+        span = self._spans.get(exercise)
+        if span is None or not span.covers(t - length, t):
+            span = _Span.around(exercise, t, length)
+            if len(self._spans) >= _SPANS_KEPT:
+                self._spans.clear()
+            self._spans[exercise] = span
+        index = bisect_right(span.windows, t, key=attrgetter("start"))
+        if index and span.windows[index - 1].end > t:
+            return span.windows[index - 1]
+        return None
 
 
 def windows_ending_in(
@@ -194,9 +221,6 @@ class _Span:
                 if start > t + _SPAN_AHEAD or ahead >= _SPAN_AHEAD_MAX_STARTS:
                     return cls(lo, start, tuple(windows))
         return cls(lo, _FAR_FUTURE, tuple(windows))
-
-
-_spans: dict[Exercise, _Span] = {}
 
 
 def _one_off(exercise: Exercise) -> Window | None:

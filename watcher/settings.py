@@ -54,3 +54,5 @@ class Config:
     store: StoreChoice = field(default_factory=StoreChoice)
     """SQLite (at ``state_path``) unless the config's ``store:`` names another backend."""
     source_file: Path | None = None
+    records_path: Path = Path("records")
+    """Where ``drill`` writes exercise records and the exercise history reads them."""

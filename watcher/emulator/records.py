@@ -27,6 +27,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from watcher.clock import iso_z
+
 _USER_AGENT = "aws-cli/2.17.0 Python/3.12.4 Linux/6.8.0 exe/x86_64.ubuntu.24"
 _CONSOLE_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -52,12 +54,6 @@ def _unique_id(prefix: str, seed: str) -> str:
 
 def _derived_uuid(seed: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, seed))
-
-
-def _iso(t: datetime) -> str:
-    if t.tzinfo is None:
-        raise ValueError("event times must be timezone-aware")
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _role_parts(role_arn: str) -> tuple[str, str]:
@@ -101,7 +97,7 @@ def assumed_role_identity(
     """The ``userIdentity`` of a call made with a role session's temporary credentials."""
     account, role_name = _role_parts(role_arn)
     role_id = _unique_id("AROA", role_arn.lower())
-    created = _iso(creation_date) if creation_date else "2026-01-01T00:00:00Z"
+    created = iso_z(creation_date, timespec="seconds") if creation_date else "2026-01-01T00:00:00Z"
     context: dict[str, Any] = {
         "sessionIssuer": {
             "type": "Role",
@@ -162,7 +158,7 @@ def _record(
     return {
         "eventVersion": version,
         "userIdentity": identity,
-        "eventTime": _iso(event_time),
+        "eventTime": iso_z(event_time, timespec="seconds"),
         "eventSource": event_source,
         "eventName": event_name,
         "awsRegion": region,
@@ -324,30 +320,24 @@ def console_login_record(
         identity["accessKeyId"] = ""
     if not success and identity.get("type") == "IAMUser":
         del identity["arn"]
-    record = _record(
-        identity=identity,
+    record = _sign_in_record(
+        "ConsoleLogin",
+        identity,
+        account or str(identity.get("accountId", "")),
+        success=success,
         event_time=event_time,
-        event_source="signin.amazonaws.com",
-        event_name="ConsoleLogin",
-        region="us-east-1",
         source_ip=source_ip,
-        user_agent=_CONSOLE_AGENT,
-        request_parameters=None,
-        response_elements={"ConsoleLogin": "Success" if success else "Failure"},
         event_id=event_id,
-        read_only=False,
-        event_type="AwsConsoleSignIn",
-        account=account or str(identity.get("accountId", "")),
-        version="1.08",
+        additional={
+            "LoginTo": (
+                "https://console.aws.amazon.com/console/home?state=hashArgs%23&isauthcode=true"
+            ),
+            "MobileVersion": "No",
+            "MFAUsed": "Yes" if mfa_used else "No",
+        },
     )
-    record["additionalEventData"] = {
-        "LoginTo": "https://console.aws.amazon.com/console/home?state=hashArgs%23&isauthcode=true",
-        "MobileVersion": "No",
-        "MFAUsed": "Yes" if mfa_used else "No",
-    }
     if not success:
         record["errorMessage"] = "Failed authentication"
-    del record["requestID"]
     return record
 
 
@@ -369,26 +359,51 @@ def switch_role_record(
     """
     role_account, _ = _role_parts(role_arn)
     identity = assumed_role_identity(role_arn, user_name, "", mfa=mfa, creation_date=event_time)
+    return _sign_in_record(
+        "SwitchRole",
+        identity,
+        role_account,
+        success=success,
+        event_time=event_time,
+        source_ip=source_ip,
+        event_id=event_id,
+        additional={
+            "SwitchFrom": f"arn:aws:iam::{user_account}:user/{user_name}",
+            "RedirectTo": "https://console.aws.amazon.com/console/home",
+        },
+    )
+
+
+def _sign_in_record(
+    event_name: str,
+    identity: dict[str, Any],
+    account: str,
+    *,
+    success: bool,
+    event_time: datetime,
+    source_ip: str,
+    event_id: str | None,
+    additional: dict[str, str],
+) -> dict[str, Any]:
+    """A console sign-in event as ``signin.amazonaws.com`` records it: no request parameters,
+    the result under ``responseElements[event_name]``, no request id."""
     record = _record(
         identity=identity,
         event_time=event_time,
         event_source="signin.amazonaws.com",
-        event_name="SwitchRole",
+        event_name=event_name,
         region="us-east-1",
         source_ip=source_ip,
         user_agent=_CONSOLE_AGENT,
         request_parameters=None,
-        response_elements={"SwitchRole": "Success" if success else "Failure"},
+        response_elements={event_name: "Success" if success else "Failure"},
         event_id=event_id,
         read_only=False,
         event_type="AwsConsoleSignIn",
-        account=role_account,
+        account=account,
         version="1.08",
     )
-    record["additionalEventData"] = {
-        "SwitchFrom": f"arn:aws:iam::{user_account}:user/{user_name}",
-        "RedirectTo": "https://console.aws.amazon.com/console/home",
-    }
+    record["additionalEventData"] = additional
     del record["requestID"]
     return record
 

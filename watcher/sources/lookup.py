@@ -13,6 +13,22 @@ account and region, so each poll asks only about the watched principals:
   the first poll reads the assume calls of the last 12 hours to find the keys again.
 - ``EventName=ConsoleLogin``, kept only when it identifies a principal: root sign-ins, and
   failed sign-ins whatever ``Username`` LookupEvents gives them.
+- Sweeps by ``EventName``, kept only when they identify a principal, for what no attribute
+  finds: ``SwitchRole`` (a console switch into a watched role of this account: its ``Username``
+  is the switching user's name, unknown beforehand, and it names no resource); ``AssumeRole``
+  (a *denied* call has ``requestParameters: null`` and no resources: the role is only in
+  ``errorMessage``; recorded in the caller's account, so every account sweeps when any role is
+  watched); ``AssumeRoleWithSAML`` and ``AssumeRoleWithWebIdentity`` (their denied calls, in
+  the role's account); ``AssumeRoot`` (when a root is watched).
+- ``Username`` = the session name of each console session of a watched role (from its
+  ``SwitchRole``): the console session signs with keys no assume response lists, and
+  LookupEvents gives an assumed role's events the session name as ``Username``. Looked up for
+  12 hours, kept only when they identify a principal. Keys issued by ``GetFederationToken`` of a
+  watched user and by ``AssumeRoot`` are followed like role session keys.
+- The followed sessions (keys, console session names) are shared by the pollers of all regions
+  of an account (``Sessions``): the global STS endpoint and console sign-in log in us-east-1,
+  while the session's calls are logged in each region they went to. A poller reads a session
+  it has not read before from the session's start, later ones from its window start.
 - ``Username=root`` when the account's root is watched: the AWS API reference's own example of
   a lookup (``NextToken``: "an AttributeKey of 'Username' with a value of 'root'") shows that
   root's events carry the user name "root".
@@ -24,8 +40,12 @@ Each poll reads ``[checkpoint - overlap, now]`` (first poll: ``[now - lookback, 
 same ``StartTime``/``EndTime`` on every page, so ``NextToken`` paging is stable; events reach
 LookupEvents minutes late and several events share a timestamp, so the overlap re-reads and the
 store's dedup absorbs the repeats. The checkpoint moves to the poll's ``EndTime`` only in the
-same sink call that stores the poll's events. A token bucket keeps the call rate; a
-``ThrottlingException`` waits (backoff with jitter) and asks for the same page again, never
+same sink call that stores the poll's events, and never past CloudTrail's own clock (the
+``Date`` of its answers): if the local clock jumps ahead, a checkpoint taken from it would skip
+everything between the real time and the jumped one once the clock is set right. A local clock
+more than ``CLOCK_TOLERANCE`` ahead is logged and counted (error kind ``other``), and the next
+window starts from CloudTrail's time, so it widens by the jump. A token bucket keeps the call
+rate; a ``ThrottlingException`` waits (backoff with jitter) and asks for the same page again, never
 skipping one; any other error ends the poll (events already read are stored, the checkpoint
 stays) and the next poll comes after a backoff.
 """
@@ -35,15 +55,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from watcher.aws import AwsClients
+from watcher.clock import Clock, utc_now
 from watcher.durations import format_duration
 from watcher.errors import StoreError
-from watcher.events import ASSUME_EVENTS, Malformed, iter_document
+from watcher.events import ASSUME_EVENTS, ASSUME_ROOT, Malformed, issued_access_key, iter_document
 from watcher.identify import PrincipalIndex, identify, match
 from watcher.model import Principal, TrailEvent
 from watcher.settings import Account, Config
@@ -61,15 +83,17 @@ from watcher.sources.retry import (
     Backoff,
     TokenBucket,
     classify_error,
-    sleep_or_stop,
 )
 from watcher.validation import Fields, Key, Report, duration
+from watcher.waits import wait_any
 
 log = logging.getLogger(__name__)
 
 #: The ``source`` label of this source.
 NAME = "lookup"
 SESSION_MAX = timedelta(hours=12)
+CLOCK_TOLERANCE = timedelta(minutes=5)  # what AWS request signing tolerates too
+FEDERATION = "GetFederationToken"
 PAGE_SIZE = 50
 RATE_LIMIT = 2.0  # LookupEvents calls per second AWS allows per account and region
 CLOUDTRAIL_HISTORY = timedelta(days=90)  # how far back LookupEvents can read
@@ -84,10 +108,6 @@ _SPEC = {
 }
 
 Attribute = tuple[str, str]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class _Stopped(Exception):
@@ -106,17 +126,31 @@ def _role_arns(principal: Principal) -> list[str]:
     return [f"arn:aws:iam::{principal.account}:role/{name}" for name in principal.iam_names]
 
 
-def issued_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
-    """The temporary access key an assume call into a watched role issued, if any."""
-    if event.event_name not in ASSUME_EVENTS or event.error_code:
+def sweeps(principals: Sequence[Principal], account: str) -> list[Attribute]:
+    """The ``EventName`` lookups of ``account``, kept only for events that identify."""
+    roles_here = any(p.kind == "role" and p.account == account for p in principals)
+    any_role = any(p.kind == "role" for p in principals)
+    names = ["ConsoleLogin"]
+    if roles_here:
+        names += ["SwitchRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity"]
+    if any_role:
+        names.append("AssumeRole")  # denied calls are recorded in the caller's account
+    if any(p.kind == "root" for p in principals):
+        names.append(ASSUME_ROOT)
+    return [("EventName", name) for name in sorted(names)]
+
+
+def opened_key(event: TrailEvent, index: PrincipalIndex) -> str | None:
+    """The temporary key a watched principal's session was opened with: an assume call into a
+    watched role, ``AssumeRoot`` of a watched root, ``GetFederationToken`` of a watched user."""
+    if event.error_code or event.event_name not in (*ASSUME_EVENTS, ASSUME_ROOT, FEDERATION):
         return None
     found = match(event, index)
-    if found is None or not found.requested or found.principal.kind != "role":
+    # An assume call opens a session of the role (or root) it asks for; GetFederationToken one
+    # of the acting user.
+    if found is None or found.requested is not (event.event_name != FEDERATION):
         return None
-    response = event.raw.get("responseElements")
-    credentials = response.get("credentials") if isinstance(response, dict) else None
-    key = credentials.get("accessKeyId") if isinstance(credentials, dict) else None
-    return key if isinstance(key, str) and key else None
+    return issued_access_key(event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,23 +210,29 @@ def retention_floor(settings: LookupSettings) -> tuple[timedelta, str]:
 
 
 def build(settings: LookupSettings, config: Config, context: SourceContext) -> list[Source]:
-    """One poller per account and region, each under the budget of its account and region."""
-    return [
-        LookupPoller(
-            context.clients,
-            account,
-            region,
-            settings,
-            principals=context.principals,
-            sink=context.sink,
-            observer=context.observer,
-            checkpoints=context.checkpoints,
-            clock=context.clock,
-            bucket=context.budgets.bucket((NAME, account.id, region), settings.rate_per_second),
-        )
-        for account in config.accounts
-        for region in account.regions
-    ]
+    """One poller per account and region, each under the budget of its account and region;
+    an account's pollers share the sessions they follow (an assume call logged in one region
+    opens a session whose calls are logged in others)."""
+    pollers: list[Source] = []
+    for account in config.accounts:
+        sessions = Sessions()
+        pollers += [
+            LookupPoller(
+                context.clients,
+                account,
+                region,
+                settings,
+                principals=context.principals,
+                sink=context.sink,
+                observer=context.observer,
+                checkpoints=context.checkpoints,
+                clock=context.clock,
+                bucket=context.budgets.bucket((NAME, account.id, region), settings.rate_per_second),
+                sessions=sessions,
+            )
+            for region in account.regions
+        ]
+    return pollers
 
 
 # Leader only: with several replicas, one polls, so the account-region rate stays one's.
@@ -203,6 +243,34 @@ KIND: SourceKind[LookupSettings] = SourceKind(
     retention_floor=retention_floor,
     leader_only=True,
 )
+
+
+def console_session(event: TrailEvent, index: PrincipalIndex) -> str | None:
+    """The session name of a console session a ``SwitchRole`` into a watched role opened."""
+    if event.event_name != "SwitchRole" or event.error_code or event.session_name is None:
+        return None
+    found = match(event, index)
+    return event.session_name if found is not None and found.principal.kind == "role" else None
+
+
+@dataclass
+class Sessions:
+    """Sessions of watched principals being followed, shared by one account's pollers:
+    temporary key or console session name -> (opened, latest time it may be used)."""
+
+    keys: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    consoles: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+
+    @staticmethod
+    def add(table: dict[str, tuple[datetime, datetime]], name: str, opened: datetime) -> None:
+        until = opened + SESSION_MAX
+        before = table.get(name)
+        table[name] = (min(opened, before[0]), max(until, before[1])) if before else (opened, until)
+
+    def forget_before(self, start: datetime) -> None:
+        for table in (self.keys, self.consoles):
+            for name in [n for n, (_, until) in table.items() if until < start]:
+                del table[name]
 
 
 class LookupPoller:
@@ -218,11 +286,12 @@ class LookupPoller:
         sink: EventSink,
         observer: SourceObserver,
         checkpoints: CheckpointReader,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
         *,
         backoff: Backoff | None = None,
         throttle_backoff: Backoff | None = None,
         bucket: TokenBucket | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         self._clients = clients
         self.account = account
@@ -240,11 +309,13 @@ class LookupPoller:
         # Polls come every interval (longer after failures, up to one more interval of backoff).
         self.staleness = 3 * settings.interval + timedelta(minutes=1)
         self.checkpoint_key = f"lookup:{account.id}:{region}"
-        self._keys: dict[str, datetime] = {}  # temporary key -> latest time it may be used
+        self._sessions = sessions or Sessions()
+        self._read: set[tuple[str, str]] = set()  # sessions this poller has read from their start
         self._keys_recovered = False  # assume calls of the last SESSION_MAX read once
         # Malformed items already counted (digest -> event time): each poll re-reads the
         # overlap, and an item is counted (and logged) once, not at every re-read.
         self._malformed: dict[str, datetime] = {}
+        self._service_now: datetime | None = None  # CloudTrail's clock, earliest this poll
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every ``settings.interval`` until ``stop`` is set."""
@@ -255,7 +326,7 @@ class LookupPoller:
                     delay = self.settings.interval.total_seconds()
                 else:
                     delay = self._backoff.next_delay()
-                if await sleep_or_stop(stop, delay):
+                if await wait_any(stop, seconds=delay):
                     return
 
     async def _poll(self, cloudtrail: Any, stop: asyncio.Event) -> bool:
@@ -270,6 +341,7 @@ class LookupPoller:
         index = PrincipalIndex(principals)
         found: dict[str, TrailEvent] = {}
         complete = False
+        self._service_now = None
         try:
             await self._read_all(cloudtrail, principals, index, start, end, found, stop)
             complete = True
@@ -287,7 +359,18 @@ class LookupPoller:
                 },
             )
             self._observer.error(*self.labels, kind)
-        checkpoints = {self.checkpoint_key: end.isoformat()} if complete else {}
+        covered = end if self._service_now is None else min(end, self._service_now)
+        if complete and end - covered > CLOCK_TOLERANCE:
+            log.warning(
+                "local clock is ahead of CloudTrail's; the checkpoint follows CloudTrail's",
+                extra={
+                    "ahead_seconds": round((end - covered).total_seconds()),
+                    "account": self.account.id,
+                    "region": self.region,
+                },
+            )
+            self._observer.error(*self.labels, "other")
+        checkpoints = {self.checkpoint_key: covered.isoformat()} if complete else {}
         if found or checkpoints:
             try:
                 await self._sink(list(found.values()), NAME, checkpoints)
@@ -308,7 +391,8 @@ class LookupPoller:
     def _lookups(
         self, principals: Sequence[Principal]
     ) -> tuple[list[Attribute], list[Attribute], list[Attribute]]:
-        """(user and root lookups, role lookups, sign-in sweep) for this account."""
+        """(user and root lookups, role lookups, sweeps kept when they identify) for this
+        account."""
         here = self.account.id
         users = [
             ("Username", name)
@@ -322,7 +406,7 @@ class LookupPoller:
         roles = [
             ("ResourceName", arn) for p in principals if p.kind == "role" for arn in _role_arns(p)
         ]
-        return sorted(set(users)), sorted(set(roles)), [("EventName", "ConsoleLogin")]
+        return sorted(set(users)), sorted(set(roles)), sweeps(principals, here)
 
     async def _read_all(
         self,
@@ -344,19 +428,35 @@ class LookupPoller:
         for attribute in roles:
             for event in await self._lookup(cloudtrail, attribute, keys_from, end, stop):
                 found.setdefault(event.event_id, event)
-                key = issued_key(event, index)
-                if key is not None:
-                    until = event.event_time + SESSION_MAX
-                    self._keys[key] = max(until, self._keys.get(key, until))
         self._keys_recovered = True
-        self._keys = {k: until for k, until in self._keys.items() if until >= start}
-        for key in sorted(self._keys):
-            for event in await self._lookup(cloudtrail, ("AccessKeyId", key), start, end, stop):
-                found.setdefault(event.event_id, event)
         for attribute in sweep:
             for event in await self._lookup(cloudtrail, attribute, start, end, stop):
                 if identify(event, index) is not None:
                     found.setdefault(event.event_id, event)
+        for event in list(found.values()):
+            self._follow(event, index)
+        sessions = self._sessions
+        sessions.forget_before(start)
+        followed = [("AccessKeyId", k, o) for k, (o, _) in sessions.keys.items()] + [
+            ("Username", n, o) for n, (o, _) in sessions.consoles.items()
+        ]
+        for kind, name, opened in sorted(followed):
+            # A session new to this poller (perhaps opened in another region) from its start.
+            since = start if (kind, name) in self._read else max(opened, end - SESSION_MAX)
+            for event in await self._lookup(cloudtrail, (kind, name), min(since, start), end, stop):
+                if kind == "AccessKeyId" or identify(event, index) is not None:
+                    found.setdefault(event.event_id, event)
+            self._read.add((kind, name))
+        self._read &= {(kind, name) for kind, name, _ in followed}
+
+    def _follow(self, event: TrailEvent, index: PrincipalIndex) -> None:
+        """Remember the session ``event`` opens: its issued key, or its console session name."""
+        key = opened_key(event, index)
+        if key is not None:
+            self._sessions.add(self._sessions.keys, key, event.event_time)
+        name = console_session(event, index)
+        if name is not None:
+            self._sessions.add(self._sessions.consoles, name, event.event_time)
 
     async def _lookup(
         self,
@@ -390,21 +490,35 @@ class LookupPoller:
                 if classify_error(exc) != "throttled":
                     raise
                 self._observer.error(*self.labels, "throttled")
-                if await sleep_or_stop(stop, self._throttle_backoff.next_delay()):
+                if await wait_any(stop, seconds=self._throttle_backoff.next_delay()):
                     raise _Stopped from exc
                 continue
             self._throttle_backoff.reset()
+            self._note_service_time(page)
             items = page.get("Events", [])
             # One result per item, in order.
             for raw, item in zip(items, iter_document({"Events": items}, where), strict=True):
                 if isinstance(item, Malformed):
                     if self._first_sighting(raw):
                         self._observer.malformed(NAME, item.where, item.reason)
-                else:
+                elif isinstance(item, TrailEvent):  # not a Skipped (Insights) item
                     events.append(item)
             token = page.get("NextToken")
             if not token:
                 return events
+
+    def _note_service_time(self, page: Mapping[str, Any]) -> None:
+        """Keep the earliest ``Date`` CloudTrail answered with in this poll."""
+        headers = page.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        try:
+            said = parsedate_to_datetime(str(headers["date"]))
+        except (KeyError, TypeError, ValueError):
+            return  # no Date header: the local clock alone decides, as before
+        if said.tzinfo is None:
+            return
+        said = said.astimezone(UTC)
+        if self._service_now is None or said < self._service_now:
+            self._service_now = said
 
     def _first_sighting(self, raw: Any) -> bool:
         """Whether a malformed item is seen for the first time (by its record's text)."""

@@ -217,14 +217,3 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; returns True at once when ``stop`` is (or becomes) set."""
-    if stop.is_set():
-        return True
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
-    except TimeoutError:
-        return False
-    return True

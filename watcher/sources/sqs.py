@@ -6,6 +6,15 @@ comes back, and the store's dedup absorbs it. A message with any record we canno
 deleted: the queue's redrive policy moves it to the dead-letter queue after ``maxReceiveCount``
 receives, where a person can look at it. Its readable records are still stored, and it is
 counted as malformed once, at its first receive.
+
+With ``dead_letter_queue_url`` set, a second reader takes the dead-letter queue as a second
+chance (source ``eventbridge-dlq``): a crash loop or a store outage spends receives until the
+queue parks events there, and this reader stores and deletes every message it can read now.
+One it still cannot read stays (for a person, with the DLQ alarm) and is counted once a run.
+
+Its problems are logged once per message id (not at every redelivery), at most
+``_DETAIL_PROBLEMS`` of them, each cut to ``_DETAIL_CHARS``: a hostile body cannot turn into
+more log than a few hundred bytes a message.
 """
 
 from __future__ import annotations
@@ -13,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import OrderedDict
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse, urlsplit
@@ -32,15 +42,31 @@ from watcher.sources.base import (
     SourceLabels,
     SourceObserver,
 )
-from watcher.sources.retry import RETRYABLE, Backoff, classify_code, classify_error, sleep_or_stop
+from watcher.sources.retry import RETRYABLE, Backoff, classify_code, classify_error
 from watcher.validation import Fields, Key, Report, bounded, http_url, region
+from watcher.waits import wait_any
 
 log = logging.getLogger(__name__)
 
 #: The ``source`` label of this source.
 NAME = "eventbridge"
+#: The ``source`` label of the dead-letter queue's second-chance reader.
+DLQ_NAME = "eventbridge-dlq"
 # Seconds the HTTP read may take beyond the long poll itself.
 _READ_MARGIN = 10
+_DETAIL_PROBLEMS = 3  # problems of one message written to the log
+_DETAIL_CHARS = 200  # characters of each
+_REPORTED_IDS = 10_000  # message ids remembered as logged
+
+
+def summarise(problems: list[str]) -> str:
+    """A bounded one-line summary of a message's problems."""
+    shown = [p if len(p) <= _DETAIL_CHARS else p[: _DETAIL_CHARS - 1] + "…" for p in problems]
+    text = "; ".join(shown[:_DETAIL_PROBLEMS])
+    more = len(problems) - _DETAIL_PROBLEMS
+    return f"{text}; and {more} more" if more > 0 else text
+
+
 # A long poll returns within ``wait_seconds`` (<= 20 s) even on an empty queue.
 _STALENESS = timedelta(minutes=2)
 
@@ -53,6 +79,7 @@ _SPEC = {
     "region": Key("str"),
     "wait_seconds": Key("int"),
     "max_messages": Key("int"),
+    "dead_letter_queue_url": Key("str"),
 }
 
 
@@ -64,6 +91,7 @@ class EventBridgeSettings:
     region: str
     wait_seconds: int = 20
     max_messages: int = 10
+    dead_letter_queue_url: str | None = None
 
 
 def queue_account(queue_url: str) -> str:
@@ -91,6 +119,7 @@ def parse_settings(
         report.add(
             fields.at.key("region"), f"{own_region!r} differs from the queue URL's {url_region!r}"
         )
+    dead_letters = http_url(fields, "dead_letter_queue_url", report)
     wait = bounded(fields, "wait_seconds", 1, 20, report)
     batch = bounded(fields, "max_messages", 1, 10, report)
     if not fields.flag("enabled", True):
@@ -104,12 +133,19 @@ def parse_settings(
         region=own_region or url_region or regions[0],
         wait_seconds=20 if wait is None else wait,
         max_messages=10 if batch is None else batch,
+        dead_letter_queue_url=dead_letters,
     )
 
 
 def build(settings: EventBridgeSettings, config: Config, context: SourceContext) -> list[Source]:
-    """One reader of the queue."""
-    return [SqsSource(context.clients, settings, context.sink, context.observer)]
+    """One reader of the queue, and one of its dead-letter queue when that is configured."""
+    sources: list[Source] = [SqsSource(context.clients, settings, context.sink, context.observer)]
+    if settings.dead_letter_queue_url is not None:
+        second = replace(settings, queue_url=settings.dead_letter_queue_url)
+        sources.append(
+            SqsSource(context.clients, second, context.sink, context.observer, name=DLQ_NAME)
+        )
+    return sources
 
 
 KIND: SourceKind[EventBridgeSettings] = SourceKind(spec=_SPEC, parse=parse_settings, build=build)
@@ -128,13 +164,16 @@ class SqsSource:
         observer: SourceObserver,
         *,
         backoff: Backoff | None = None,
+        name: str = NAME,
     ) -> None:
         self._clients = clients
+        self.name = name
         self.settings = settings
         self._sink = sink
         self._observer = observer
         self._backoff = backoff or Backoff()
-        self.labels: SourceLabels = (NAME, queue_account(settings.queue_url), settings.region)
+        self.labels: SourceLabels = (name, queue_account(settings.queue_url), settings.region)
+        self._reported: OrderedDict[str, None] = OrderedDict()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; the batch in hand is finished first."""
@@ -147,14 +186,14 @@ class SqsSource:
                     messages = await self._receive(sqs, stop)
                 except RETRYABLE as exc:
                     self._failed("receive", exc)
-                    if await sleep_or_stop(stop, self._backoff.next_delay()):
+                    if await wait_any(stop, seconds=self._backoff.next_delay()):
                         return
                     continue
                 if messages is None:
                     return
                 self._observer.success(*self.labels)
                 if messages and not await self._process(sqs, messages):
-                    if await sleep_or_stop(stop, self._backoff.next_delay()):
+                    if await wait_any(stop, seconds=self._backoff.next_delay()):
                         return
                     continue
                 self._backoff.reset()
@@ -196,17 +235,28 @@ class SqsSource:
             if not bad:
                 done.append(message)
                 continue
-            reason = "; ".join(b.reason for b in bad)
+            reason = summarise([b.reason for b in bad])
             receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "1")
-            log.warning(
-                "malformed message left for the dead-letter queue",
-                extra={"where": where, "reason": reason, "receive_count": receives},
-            )
-            if receives == "1":  # count a message once, not at each redelivery
-                self._observer.malformed(NAME, where, reason)
+            first_report = self._first_report(str(message.get("MessageId", "?")))
+            if first_report:
+                log.warning(
+                    "malformed message left in the dead-letter queue"
+                    if self.name == DLQ_NAME
+                    else "malformed message left for the dead-letter queue",
+                    extra={
+                        "where": where,
+                        "reason": reason,
+                        "problems": len(bad),
+                        "receive_count": receives,
+                    },
+                )
+            # Count a message once, not at each redelivery; in the dead-letter queue (where it
+            # arrives with its receives spent) once a run.
+            if receives == "1" if self.name == NAME else first_report:
+                self._observer.malformed(self.name, where, reason)
         if events:
             try:
-                await self._sink(events, NAME, {})
+                await self._sink(events, self.name, {})
             except StoreError as exc:
                 log.error(
                     "sink failed; the batch is left in the queue",
@@ -215,6 +265,15 @@ class SqsSource:
                 return False
         if done:
             await self._delete(sqs, done)
+        return True
+
+    def _first_report(self, message_id: str) -> bool:
+        """Whether this message's problems have not been logged yet (by this process)."""
+        if message_id in self._reported:
+            return False
+        self._reported[message_id] = None
+        if len(self._reported) > _REPORTED_IDS:
+            self._reported.popitem(last=False)
         return True
 
     async def _delete(self, sqs: Any, messages: list[dict[str, Any]]) -> None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 Settings = TypeVar("Settings")
 
-FirstSeenKind = Literal["exercise", "principal"]
+FirstSeenKind = Literal["exercise", "principal", "person"]
 
 #: Keys of each dict :meth:`Store.recent_events` returns.
 EVENT_FIELDS = (
@@ -78,6 +78,26 @@ class Totals:
     """principal → newest drill event time (success or failure)."""
     windows: dict[tuple[str, str], int] = field(default_factory=dict)
     """(exercise, result) → windows decided."""
+    person_last_drill: dict[str, datetime] = field(default_factory=dict)
+    """person → newest drill event attributed to them (``Verdict.person``)."""
+    last_window_start: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    """(exercise, result) → start of the newest window decided with that result."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowHistory:
+    """One decided exercise window with the drill events stored in it (never pruned)."""
+
+    exercise: str
+    start: datetime
+    end: datetime
+    result: str
+    decided_at: datetime
+    drill_events: int
+    people: dict[str, int]
+    """person → drill events attributed to them, in the order they were first seen."""
+    first_drill: datetime | None
+    last_drill: datetime | None
 
 
 class Store(Protocol):
@@ -146,6 +166,10 @@ class Store(Protocol):
     ) -> bool:
         """Record a window's result, counted in :attr:`Totals.windows`; False if
         ``(exercise, start)`` was already decided (by anyone: once, whoever decides)."""
+        ...
+
+    async def exercise_history(self, limit: int) -> list[WindowHistory]:
+        """The ``limit`` decided windows that started last, newest first."""
         ...
 
     async def drill_events_in(self, exercise: str, start: datetime, end: datetime) -> int:

@@ -5,22 +5,31 @@ blocks on disk and the connection is never shared between threads. Times are sto
 seconds (REAL). Events are pruned by when they were *stored*, not by their event time: the dedup
 guarantee ("a key stays seen for the retention after we first stored it") is what pruning must
 keep, also for old events replayed from files.
+
+The two account copies of a cross-account assume call share one dedup key; the copy carrying
+the caller's identity decides (``Verdict.copy_rank``). When the deciding copy arrives after a
+weaker one was stored, its verdict replaces the stored event (so ``/api/events``, window
+decisions and the stored record converge to what ``replay`` says); when it decides otherwise
+it is counted like a new event, and the weaker verdict's counts stay: counters never decrease.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from watcher.clock import iso_z
 from watcher.errors import StoreError
+from watcher.keys import stored_key
 from watcher.model import Classification, Verdict
 from watcher.settings import Config
 from watcher.store.base import (
@@ -30,6 +39,7 @@ from watcher.store.base import (
     Lease,
     StoreKind,
     Totals,
+    WindowHistory,
 )
 from watcher.validation import Fields, Report
 
@@ -37,6 +47,7 @@ T = TypeVar("T")
 
 # Variables per statement; SQLite builds before 3.32 allow at most 999.
 _CHUNK = 900
+_SIDECARS = ("-wal", "-shm")
 
 #: Schema steps; step ``i`` takes the file from ``PRAGMA user_version`` ``i`` to ``i + 1``.
 #: Append only: never edit a released step.
@@ -113,11 +124,39 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # People and exercise history: newest drill per person, and per window the drill events
+    # of each person seen ('' for those no declared person was seen in). Neither is pruned.
+    # Drills stored before this step fill window_drills as unattributed.
+    """
+    CREATE TABLE person_drills (
+        person TEXT PRIMARY KEY,
+        event_time REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE window_drills (
+        exercise TEXT NOT NULL,
+        start_time REAL NOT NULL,
+        person TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        first_time REAL NOT NULL,
+        last_time REAL NOT NULL,
+        PRIMARY KEY (exercise, start_time, person)
+    ) WITHOUT ROWID;
+    INSERT INTO window_drills
+        SELECT w.exercise, w.start_time, '', count(*), min(e.event_time), max(e.event_time)
+        FROM windows w JOIN events e
+            ON e.classification = 'drill' AND e.exercise = w.exercise
+            AND e.event_time >= w.start_time AND e.event_time < w.end_time
+        GROUP BY w.exercise, w.start_time;
+    """,
+    # Which copy of a dedup key is stored (Verdict.copy_rank); rows before it: the caller's.
+    """
+    ALTER TABLE events ADD COLUMN copy_rank INTEGER NOT NULL DEFAULT 2;
+    """,
 )
 
 _INSERT_EVENT = f"""
-    INSERT OR IGNORE INTO events ({", ".join(EVENT_FIELDS)})
-    VALUES ({", ".join("?" for _ in EVENT_FIELDS)})
+    INSERT OR REPLACE INTO events ({", ".join(EVENT_FIELDS)}, copy_rank)
+    VALUES ({", ".join("?" for _ in EVENT_FIELDS)}, ?)
 """
 _ADD_EVENT_COUNT = """
     INSERT INTO event_counts VALUES (?, ?, ?, ?)
@@ -139,6 +178,16 @@ _MAX_LAST_DRILL = """
     INSERT INTO last_drills VALUES (?, ?)
     ON CONFLICT DO UPDATE SET event_time = max(event_time, excluded.event_time)
 """
+_MAX_PERSON_DRILL = """
+    INSERT INTO person_drills VALUES (?, ?)
+    ON CONFLICT DO UPDATE SET event_time = max(event_time, excluded.event_time)
+"""
+_ADD_WINDOW_DRILLS = """
+    INSERT INTO window_drills VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT DO UPDATE SET events = events + excluded.events,
+        first_time = min(first_time, excluded.first_time),
+        last_time = max(last_time, excluded.last_time)
+"""
 _SET_CHECKPOINT = """
     INSERT INTO checkpoints VALUES (?, ?) ON CONFLICT DO UPDATE SET value = excluded.value
 """
@@ -154,17 +203,19 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def _iso(ts: float) -> str:
-    return _dt(ts).isoformat().replace("+00:00", "Z")
-
-
 def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
     for i in range(0, len(values), _CHUNK):
         yield values[i : i + _CHUNK]
 
 
+def _decided(verdict: Verdict) -> tuple[Any, ...]:
+    """What a verdict decided, as stored: a copy that decides the same adds no count."""
+    return (verdict.principal, verdict.classification, verdict.outcome, verdict.exercise)
+
+
 def _event_row(verdict: Verdict, source: str, stored_at: float) -> tuple[Any, ...]:
-    """The stored fields, in :data:`EVENT_FIELDS` order: nothing of the raw record."""
+    """The stored fields, in :data:`EVENT_FIELDS` order, then the copy rank: nothing of the
+    raw record."""
     e = verdict.event
     return (
         e.event_id,
@@ -181,6 +232,7 @@ def _event_row(verdict: Verdict, source: str, stored_at: float) -> tuple[Any, ..
         e.region,
         source,
         stored_at,
+        verdict.copy_rank,
     )
 
 
@@ -243,7 +295,13 @@ class SqliteStore:
         if self.read_only:
             self._open_read_only()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Owner only: SQLite gives its -wal and -shm files the database file's permissions.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for path in (self.path, *(self.path.with_name(self.path.name + s) for s in _SIDECARS)):
+            with suppress(FileNotFoundError):
+                if path.stat().st_mode & 0o077:
+                    path.chmod(0o600)
         # isolation_level=None: no implicit transactions; every write says BEGIN IMMEDIATE.
         self._conn = sqlite3.connect(self.path, isolation_level=None)
         db = self._conn
@@ -317,11 +375,24 @@ class SqliteStore:
     def _commit(self, items: list[tuple[Verdict, str]], stored_at: float) -> CommitResult:
         batch: dict[str, tuple[Verdict, str]] = {}
         for verdict, source in items:
-            batch.setdefault(verdict.event.dedup_key, (verdict, source))
+            key = verdict.event.dedup_key
+            kept = batch.get(key)
+            if kept is None or verdict.copy_rank > kept[0].copy_rank:
+                batch[key] = (verdict, source)
         with self._transaction() as db:
-            stored = self._seen(list(batch))
-            new = [item for key, item in batch.items() if key not in stored]
-            db.executemany(_INSERT_EVENT, [_event_row(v, s, stored_at) for v, s in new])
+            stored = self._stored_copies(list(batch))
+            fresh = [item for key, item in batch.items() if key not in stored]
+            # Deciding copies of keys whose stored copy ranks lower replace it; they are
+            # counted only when they decide otherwise (the same verdict is the same event).
+            upgrades = [
+                item
+                for key, item in batch.items()
+                if key in stored and item[0].copy_rank > stored[key][0]
+            ]
+            changed = [(v, s) for v, s in upgrades if _decided(v) != stored[v.event.dedup_key][1:]]
+            rows = [_event_row(v, s, stored_at) for v, s in fresh + upgrades]
+            db.executemany(_INSERT_EVENT, rows)
+            new = fresh + changed
             verdicts = [v for v, _ in new]
             self._add_aggregates(verdicts)
             new_sessions = self._touch_sessions(verdicts, stored_at)
@@ -331,16 +402,26 @@ class SqliteStore:
         counts = Counter((v.principal, v.classification, v.outcome) for v in verdicts)
         last_event: dict[tuple[str, str], float] = {}
         last_drill: dict[str, float] = {}
+        person_drill: dict[str, float] = {}
+        window_drills: dict[tuple[str, float, str], tuple[int, float, float]] = {}
         for v in verdicts:
             t = _ts(v.event.event_time)
             key = (v.principal, v.classification)
             last_event[key] = max(t, last_event.get(key, t))
             if v.classification == "drill":
                 last_drill[v.principal] = max(t, last_drill.get(v.principal, t))
+                if v.person is not None:
+                    person_drill[v.person] = max(t, person_drill.get(v.person, t))
+                if v.window is not None:
+                    where = (v.window.exercise, _ts(v.window.start), v.person or "")
+                    n, first, last = window_drills.get(where, (0, t, t))
+                    window_drills[where] = (n + 1, min(first, t), max(last, t))
         db = self._db
         db.executemany(_ADD_EVENT_COUNT, [(*k, n) for k, n in counts.items()])
         db.executemany(_MAX_LAST_EVENT, [(*k, t) for k, t in last_event.items()])
         db.executemany(_MAX_LAST_DRILL, last_drill.items())
+        db.executemany(_MAX_PERSON_DRILL, person_drill.items())
+        db.executemany(_ADD_WINDOW_DRILLS, [(*k, *v) for k, v in window_drills.items()])
 
     def _touch_sessions(
         self, verdicts: list[Verdict], stored_at: float
@@ -349,7 +430,7 @@ class SqliteStore:
         first: dict[tuple[str, str], Classification] = {}
         for v in verdicts:
             if v.session_key is not None:
-                first.setdefault((v.principal, v.session_key), v.classification)
+                first.setdefault((v.principal, stored_key(v.session_key)), v.classification)
         db = self._db
         known: set[tuple[str, str]] = set()
         for chunk in _chunks(sorted({key for _, key in first})):
@@ -364,12 +445,16 @@ class SqliteStore:
         db.executemany(_ADD_SESSION_COUNT, [(*k, n) for k, n in new_counts.items()])
         return [(p, c) for (p, _), c in new]
 
-    def _seen(self, keys: list[str]) -> set[str]:
-        found: set[str] = set()
+    def _stored_copies(self, keys: list[str]) -> dict[str, tuple[Any, ...]]:
+        """dedup key -> (copy rank, *``_decided`` fields) of the stored events among ``keys``."""
+        found: dict[str, tuple[Any, ...]] = {}
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT dedup_key FROM events WHERE dedup_key IN ({marks})"
-            found.update(row[0] for row in self._db.execute(sql, chunk))
+            sql = (
+                "SELECT dedup_key, copy_rank, principal, classification, outcome, exercise"
+                f" FROM events WHERE dedup_key IN ({marks})"
+            )
+            found.update((row[0], row[1:]) for row in self._db.execute(sql, chunk))
         return found
 
     async def recent_events(self, limit: int) -> list[dict[str, Any]]:
@@ -383,8 +468,8 @@ class SqliteStore:
         events = []
         for row in self._db.execute(sql, (limit,)):
             event = dict(zip(EVENT_FIELDS, row, strict=True))
-            event["event_time"] = _iso(event["event_time"])
-            event["stored_at"] = _iso(event["stored_at"])
+            event["event_time"] = iso_z(_dt(event["event_time"]))
+            event["stored_at"] = iso_z(_dt(event["stored_at"]))
             events.append(event)
         return events
 
@@ -437,6 +522,14 @@ class SqliteStore:
             last_event={(p, c): _dt(t) for p, c, t in db.execute("SELECT * FROM last_events")},
             last_drill={p: _dt(t) for p, t in db.execute("SELECT * FROM last_drills")},
             windows=self._window_totals(),
+            person_last_drill={p: _dt(t) for p, t in db.execute("SELECT * FROM person_drills")},
+            last_window_start={
+                (e, r): _dt(t)
+                for e, r, t in db.execute(
+                    "SELECT exercise, result, max(start_time) FROM windows"
+                    " GROUP BY exercise, result"
+                )
+            },
         )
 
     async def first_seen(self, kind: FirstSeenKind, name: str, now: datetime) -> datetime:
@@ -488,6 +581,37 @@ class SqliteStore:
     def _window_totals(self) -> dict[tuple[str, str], int]:
         sql = "SELECT exercise, result, count(*) FROM windows GROUP BY exercise, result"
         return {(e, r): n for e, r, n in self._db.execute(sql)}
+
+    async def exercise_history(self, limit: int) -> list[WindowHistory]:
+        return await self._call("exercise_history", partial(self._exercise_history, limit))
+
+    def _exercise_history(self, limit: int) -> list[WindowHistory]:
+        db = self._db
+        sql = (
+            "SELECT exercise, start_time, end_time, result, decided_at FROM windows"
+            " ORDER BY start_time DESC, exercise LIMIT ?"
+        )
+        history = []
+        for exercise, start, end, result, decided_at in db.execute(sql, (limit,)).fetchall():
+            rows = db.execute(
+                "SELECT person, events, first_time, last_time FROM window_drills"
+                " WHERE exercise = ? AND start_time = ? ORDER BY first_time, person",
+                (exercise, start),
+            ).fetchall()
+            history.append(
+                WindowHistory(
+                    exercise=exercise,
+                    start=_dt(start),
+                    end=_dt(end),
+                    result=result,
+                    decided_at=_dt(decided_at),
+                    drill_events=sum(n for _, n, _, _ in rows),
+                    people={person: n for person, n, _, _ in rows if person},
+                    first_drill=_dt(min(f for _, _, f, _ in rows)) if rows else None,
+                    last_drill=_dt(max(t for _, _, _, t in rows)) if rows else None,
+                )
+            )
+        return history
 
     async def drill_events_in(self, exercise: str, start: datetime, end: datetime) -> int:
         job = partial(self._drill_events_in, exercise, _ts(start), _ts(end))

@@ -62,6 +62,11 @@ def at_total(daemon: DaemonProcess) -> bool:
     return events_total(daemon) == TOTAL
 
 
+def called_after(emulator: Emulator, t: float) -> bool:
+    """Whether anyone called LookupEvents after monotonic time ``t``."""
+    return any(c.at > t for c in emulator.lookup.calls())
+
+
 def diagnosis(emulator: Emulator, queue_url: str, replicas: list[DaemonProcess]) -> str:
     """What the replicas, the queue and LookupEvents look like, for a failure message."""
     calls = emulator.lookup.calls()
@@ -140,7 +145,7 @@ def test_three_replicas_killed_at_random_count_every_event_once(
             victim.wait()
             if was_leader:
                 wait_for(
-                    partial(lambda k: any(c.at > k + 0.05 for c in emulator.lookup.calls()), killed),
+                    partial(called_after, emulator, killed + 0.05),
                     timeout=4 * LEASE,
                     what="the new leader's first LookupEvents call",
                 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import pytest
 from dynamo import create_table
 
 from watcher.errors import StoreError
-from watcher.model import Classification, Outcome, TrailEvent, Verdict
+from watcher.model import Classification, Outcome, TrailEvent, Verdict, Window
 from watcher.store.base import EVENT_FIELDS, Store
 from watcher.store.dynamodb import DynamoDbStore
 from watcher.store.sqlite import SqliteStore
@@ -382,6 +382,180 @@ async def test_replicas_committing_overlapping_batches_store_each_event_once(
         assert sum((await store.totals()).windows.values()) == 1
     finally:
         await other.close()
+
+
+# -- the deciding copy of a cross-account assume call (issue 11) ----------------------------
+
+
+def copy(event_id: str, rank: int, classification: Classification, principal: str) -> Verdict:
+    v = verdict(event_id, shared="shared-1", classification=classification, principal=principal)
+    return replace(v, copy_rank=rank)
+
+
+@pytest.mark.parametrize("deciding_first", [True, False])
+async def test_the_deciding_copy_converges_the_stored_event_whatever_arrives_first(
+    backend: Backend, store: Store, deciding_first: bool
+) -> None:
+    deciding = copy("caller-copy", 2, "unexpected", "bg-user")
+    weaker = copy("role-copy", 1, "drill", "bg-role")
+    first, second = (deciding, weaker) if deciding_first else (weaker, deciding)
+    one = await store.commit([(first, "sqs")], now=NOW)
+    two = await store.commit([(second, "lookup")], now=NOW)
+    [event] = await store.recent_events(10)
+    assert (event["event_id"], event["principal"], event["classification"]) == (
+        "caller-copy",
+        "bg-user",
+        "unexpected",
+    )
+    counted = [v.event.event_id for v in one.verdicts + two.verdicts]
+    totals = await store.totals()
+    if deciding_first:  # the weaker copy changes nothing
+        assert counted == ["caller-copy"]
+        assert totals.events == {("bg-user", "unexpected", "success"): 1}
+    else:  # counted as it came; the first count stays: counters never decrease
+        assert counted == ["role-copy", "caller-copy"]
+        assert totals.events == {
+            ("bg-role", "drill", "success"): 1,
+            ("bg-user", "unexpected", "success"): 1,
+        }
+    store = await reopen(backend, store)
+    try:
+        assert (await store.totals()).events == totals.events
+        assert (await store.commit([(weaker, "sqs"), (deciding, "sqs")], now=NOW)).verdicts == []
+    finally:
+        await store.close()
+
+
+async def test_a_deciding_copy_that_decides_the_same_is_not_counted_again(
+    backend: Backend, store: Store
+) -> None:
+    await store.commit([(copy("role-copy", 1, "drill", "bg-role"), "sqs")], now=NOW)
+    again = await store.commit([(copy("caller-copy", 2, "drill", "bg-role"), "sqs")], now=NOW)
+    assert again.verdicts == []
+    assert (await store.totals()).events == {("bg-role", "drill", "success"): 1}
+    [event] = await store.recent_events(10)
+    assert event["event_id"] == "caller-copy"  # the stored record is the deciding copy
+
+
+async def test_within_one_batch_the_deciding_copy_is_stored(backend: Backend, store: Store) -> None:
+    result = await store.commit(
+        [(copy("role-copy", 1, "drill", "bg-role"), "sqs"), (copy("c", 2, "drill", "bg-u"), "sqs")],
+        now=NOW,
+    )
+    assert [v.event.event_id for v in result.verdicts] == ["c"]
+
+
+async def test_replicas_racing_with_both_copies_count_each_decision_once(
+    backend: Backend, store: Store
+) -> None:
+    """One replica stores the weaker copy while another stores the deciding one."""
+    other = backend.make()
+    await other.open()
+    try:
+        weaker = copy("role-copy", 1, "drill", "bg-role")
+        deciding = copy("caller-copy", 2, "unexpected", "bg-user")
+        await asyncio.gather(
+            store.commit([(weaker, "sqs")], now=NOW), other.commit([(deciding, "lookup")], now=NOW)
+        )
+        [event] = await store.recent_events(10)
+        assert event["event_id"] == "caller-copy"
+        events = (await other.totals()).events
+        assert events[("bg-user", "unexpected", "success")] == 1
+        assert events.get(("bg-role", "drill", "success"), 0) <= 1
+    finally:
+        await other.close()
+
+
+# -- people and exercise history (issue 17) ---------------------------------------------------
+
+WINDOW = Window("q4-drill", T0, T0 + timedelta(hours=2))
+LATER = Window("q4-drill", T0 + timedelta(days=91), T0 + timedelta(days=91, hours=2))
+
+
+def drill(event_id: str, at: datetime, window: Window, person: str | None) -> Verdict:
+    v = verdict(event_id, classification="drill", exercise=window.exercise, at=at)
+    return replace(v, window=window, person=person)
+
+
+async def test_people_and_history_survive_a_reopen_and_pruning(
+    backend: Backend, store: Store
+) -> None:
+    batch = [
+        drill("e1", T0 + timedelta(minutes=5), WINDOW, "alice"),
+        drill("e2", T0 + timedelta(minutes=7), WINDOW, "alice"),
+        drill("e3", T0 + timedelta(minutes=9), WINDOW, "bob"),
+        drill("e4", T0 + timedelta(minutes=1), WINDOW, None),
+    ]
+    await store.commit([(v, "lookup") for v in batch], now=T0 + timedelta(minutes=10))
+    # A duplicate counts nothing twice.
+    await store.commit([(batch[0], "eventbridge")], now=T0 + timedelta(minutes=11))
+    assert await store.decide_window(
+        "q4-drill", WINDOW.start, WINDOW.end, "detected", T0 + timedelta(minutes=12)
+    )
+    later = drill("e5", LATER.start + timedelta(minutes=3), LATER, "alice")
+    await store.commit([(later, "lookup")], now=LATER.start + timedelta(minutes=4))
+    await store.decide_window("q4-drill", LATER.start, LATER.end, "detected", LATER.end)
+    await store.prune(LATER.end + timedelta(days=1))  # events go; people and history stay
+    await store.close()
+    reopened = backend.make(read_only=True)
+    await reopened.open()
+    try:
+        totals = await reopened.totals()
+        history = await reopened.exercise_history(10)
+        assert len(await reopened.exercise_history(1)) == 1
+    finally:
+        await reopened.close()
+    assert totals.person_last_drill == {
+        "alice": LATER.start + timedelta(minutes=3),
+        "bob": T0 + timedelta(minutes=9),
+    }
+    assert totals.last_window_start == {("q4-drill", "detected"): LATER.start}
+    newest, oldest = history
+    assert (newest.start, newest.drill_events, newest.people) == (LATER.start, 1, {"alice": 1})
+    assert oldest.result == "detected" and oldest.end == WINDOW.end
+    assert oldest.decided_at == T0 + timedelta(minutes=12)
+    assert oldest.drill_events == 4
+    assert list(oldest.people.items()) == [("alice", 2), ("bob", 1)]
+    assert oldest.first_drill == T0 + timedelta(minutes=1)
+    assert oldest.last_drill == T0 + timedelta(minutes=9)
+
+
+async def test_history_is_newest_first_across_exercises_and_keeps_the_newest_window_start(
+    backend: Backend, store: Store
+) -> None:
+    other = Window("other", T0 + timedelta(days=30), T0 + timedelta(days=30, hours=1))
+    await store.commit([(drill("o1", other.start, other, "carol"), "sqs")], now=NOW)
+    # Decided out of order: the newest start of a result never moves back.
+    await store.decide_window("q4-drill", LATER.start, LATER.end, "missed", NOW)
+    await store.decide_window("q4-drill", WINDOW.start, WINDOW.end, "missed", NOW)
+    await store.decide_window("other", other.start, other.end, "detected", NOW)
+    history = await store.exercise_history(2)
+    assert [(w.exercise, w.start) for w in history] == [
+        ("q4-drill", LATER.start),
+        ("other", other.start),
+    ]
+    assert history[1].people == {"carol": 1}
+    assert (await store.totals()).last_window_start == {
+        ("q4-drill", "missed"): LATER.start,
+        ("other", "detected"): other.start,
+    }
+
+
+async def test_a_missed_window_has_no_drill_events(backend: Backend, store: Store) -> None:
+    await store.decide_window("q4-drill", WINDOW.start, WINDOW.end, "missed", WINDOW.end)
+    (missed,) = await store.exercise_history(10)
+    assert (missed.result, missed.drill_events, missed.people) == ("missed", 0, {})
+    assert missed.first_drill is None
+
+
+async def test_the_state_never_holds_an_access_key_id(backend: Backend, store: Store) -> None:
+    key_id = "ASIAEXAMPLEKEY123456"
+    twin = key_id[:4] + "ZZZZZZZZZZZZ" + key_id[-4:]  # same ends, another key
+    result = await store.commit(
+        [(verdict("1", session=key_id), "sqs"), (verdict("2", session=twin), "sqs")], now=NOW
+    )
+    assert len(result.new_sessions) == 2
+    assert key_id.encode() not in backend.dump() and twin.encode() not in backend.dump()
 
 
 # -- errors -------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from watcher.errors import StoreError
+from watcher.keys import stored_key
 from watcher.model import Classification, Verdict
 from watcher.settings import Config
 from watcher.store.base import (
@@ -52,6 +53,7 @@ from watcher.store.base import (
     Lease,
     StoreKind,
     Totals,
+    WindowHistory,
 )
 from watcher.validation import Fields, Key, Report, duration, region
 
@@ -96,10 +98,6 @@ def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _de.deserialize(v) for k, v in item.items()}
 
 
-def _agg(*parts: str) -> dict[str, Any]:
-    return _item(pk="AGG", sk=json.dumps(parts))
-
-
 def _event_key(dedup_key: str) -> dict[str, Any]:
     return _item(pk=f"E#{dedup_key}", sk="E")
 
@@ -121,17 +119,27 @@ class DynamoDbSettings:
     lease_period: timedelta = DEFAULT_LEASE_PERIOD
 
 
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """The stored copy of a dedup key: its rank (``Verdict.copy_rank``) and what it decided."""
+
+    rank: int
+    ranked: bool
+    """False for an item written before ranks were stored (it counts as rank 2)."""
+    decided: tuple[Any, ...]
+
+
 @dataclass
 class _Op:
     """One item of a transaction and what a failed condition on it means."""
 
     request: dict[str, Any]
     event: str | None = None
-    """dedup key of an event put: failed = stored already."""
+    """dedup key of an event put: failed = another writer stored or replaced it meanwhile."""
     session: tuple[str, str] | None = None
     """(principal, session key) of a session put or touch: failed = the opposite state."""
-    newest: str | None = None
-    """sk of a newest-time update: failed = a newer time is stored already."""
+    extreme: str | None = None
+    """``pk\0sk`` of a newest/oldest-time update: failed = a more extreme time is stored."""
 
 
 @dataclass
@@ -141,7 +149,9 @@ class _Chunk:
     verdicts: list[tuple[Verdict, str]]
     known: set[tuple[str, str]]
     """Sessions believed stored (shared by the chunks of one commit)."""
-    stale_newest: set[str] = field(default_factory=set)
+    stored: dict[str, _Stored] = field(default_factory=dict)
+    """The stored copies of the commit's dedup keys (shared by its chunks); absent: none."""
+    stale_extremes: set[str] = field(default_factory=set)
 
 
 class DynamoDbStore:
@@ -252,16 +262,21 @@ class DynamoDbStore:
     async def commit(self, items: Sequence[tuple[Verdict, str]], *, now: datetime) -> CommitResult:
         batch: dict[str, tuple[Verdict, str]] = {}
         for verdict, source in items:
-            batch.setdefault(verdict.event.dedup_key, (verdict, source))
+            key = verdict.event.dedup_key
+            kept = batch.get(key)
+            if kept is None or verdict.copy_rank > kept[0].copy_rank:
+                batch[key] = (verdict, source)
         stored_us = _us(now)
         async with self._errors("commit", write=True) as client:
-            stored = await self._existing(client, [_event_key(k) for k in batch], now)
-            new = [item for key, item in batch.items() if f"E#{key}" not in stored]
-            sessions = {(v.principal, v.session_key) for v, _ in new if v.session_key}
+            stored = await self._stored_events(client, list(batch), stored_us)
+            todo = [item for key, item in batch.items() if _wanted(item[0], stored.get(key))]
+            counted = [v for v, _ in todo if _counts(v, stored.get(v.event.dedup_key))]
+            sessions = {(v.principal, stored_key(v.session_key)) for v in counted if v.session_key}
             known = await self._existing(client, [_session_key(*s) for s in sessions], now)
             believed = {s for s in sessions if f"S#{s[0]}\0{s[1]}" in known}
-            for verdicts in _chunks(new):
-                result = await self._commit_chunk(client, _Chunk(verdicts, believed), stored_us)
+            for verdicts in _chunks(todo):
+                chunk = _Chunk(verdicts, believed, stored)
+                result = await self._commit_chunk(client, chunk, stored_us)
                 # Reported with this or the next successful commit, whatever fails later.
                 self._unreported = CommitResult(
                     self._unreported.verdicts + result.verdicts,
@@ -270,26 +285,59 @@ class DynamoDbStore:
         done, self._unreported = self._unreported, CommitResult()
         return done
 
+    async def _stored_events(
+        self, client: Any, dedup_keys: list[str], stored_us: int
+    ) -> dict[str, _Stored]:
+        """The stored (unexpired) copies among ``dedup_keys``: what each decided, its rank."""
+        found: dict[str, _Stored] = {}
+        projection = "pk, expires_at, copy_rank, principal, #c, outcome, exercise"
+        items = await self._read(
+            client,
+            [_event_key(k) for k in dedup_keys],
+            stored_us,
+            projection,
+            {"#c": "classification"},
+        )
+        for plain in items:
+            found[plain["pk"][2:]] = _Stored(
+                rank=int(plain.get("copy_rank", 2)),
+                ranked="copy_rank" in plain,
+                decided=_decided_item(plain),
+            )
+        return found
+
     async def _existing(self, client: Any, keys: list[dict[str, Any]], now: datetime) -> set[str]:
-        """``pk`` (sessions: ``pk\\0sk``) of the items among ``keys`` present and unexpired."""
-        found: set[str] = set()
-        now_s = now.timestamp()
+        """``pk\\0sk`` of the sessions among ``keys`` present and unexpired."""
+        items = await self._read(client, keys, _us(now), "pk, sk, expires_at")
+        return {f"{plain['pk']}\0{plain['sk']}" for plain in items}
+
+    async def _read(
+        self,
+        client: Any,
+        keys: list[dict[str, Any]],
+        now_us: int,
+        projection: str,
+        names: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The items among ``keys`` present and unexpired, consistently read, as plain dicts."""
+        found: list[dict[str, Any]] = []
+        now_s = now_us // 1_000_000
         for start in range(0, len(keys), 100):
-            pending: dict[str, Any] = {
-                self.table: {
-                    "Keys": keys[start : start + 100],
-                    "ConsistentRead": True,
-                    "ProjectionExpression": "pk, sk, expires_at",
-                }
+            request: dict[str, Any] = {
+                "Keys": keys[start : start + 100],
+                "ConsistentRead": True,
+                "ProjectionExpression": projection,
             }
+            if names:
+                request["ExpressionAttributeNames"] = names
+            pending: dict[str, Any] = {self.table: request}
             while pending:
                 self.requests["batch_get_item"] += 1
                 answer = await client.batch_get_item(RequestItems=pending)
                 for item in answer["Responses"].get(self.table, []):
                     plain = _plain(item)
                     if plain.get(TTL_ATTRIBUTE, now_s) >= now_s:
-                        pk = plain["pk"]
-                        found.add(pk if pk.startswith("E#") else f"{pk}\0{plain['sk']}")
+                        found.append(plain)
                 pending = answer.get("UnprocessedKeys") or {}
                 if pending:
                     await asyncio.sleep(random.uniform(0.05, 0.2))
@@ -309,74 +357,106 @@ class DynamoDbStore:
                 reasons = [
                     r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])
                 ]
-                if not self._learn(chunk, ops, reasons):
+                reread = self._learn(chunk, ops, reasons)
+                if reread is None:
                     raise
+                if reread:  # another writer stored (or replaced) one of these meanwhile
+                    now_stored = await self._stored_events(client, reread, stored_us)
+                    for key in reread:
+                        if key in now_stored:
+                            chunk.stored[key] = now_stored[key]
+                        else:
+                            chunk.stored.pop(key, None)
+                    chunk.verdicts = [
+                        (v, s)
+                        for v, s in chunk.verdicts
+                        if _wanted(v, chunk.stored.get(v.event.dedup_key))
+                    ]
                 if _RETRY_CODES.intersection(reasons):
                     await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
                 continue
             chunk.known.update(s for s, _ in new_sessions)
-            return CommitResult(
-                [v for v, _ in chunk.verdicts], [(p, c) for (p, _), c in new_sessions]
-            )
+            counted = [
+                v for v, _ in chunk.verdicts if _counts(v, chunk.stored.get(v.event.dedup_key))
+            ]
+            for v, _ in chunk.verdicts:  # what this transaction stored is now the stored copy
+                chunk.stored[v.event.dedup_key] = _Stored(v.copy_rank, True, _decided(v))
+            return CommitResult(counted, [(p, c) for (p, _), c in new_sessions])
         raise StoreError(
             f"state store {self!r}: commit gave up after {_CHUNK_ATTEMPTS} attempts of a chunk "
             "(conflicts with other writers or throttling); the batch is retried later"
         )
 
     @staticmethod
-    def _learn(chunk: _Chunk, ops: list[_Op], reasons: list[str]) -> bool:
-        """Adjust ``chunk`` to what the cancelled transaction's reasons say; False if they say
+    def _learn(chunk: _Chunk, ops: list[_Op], reasons: list[str]) -> list[str] | None:
+        """Adjust ``chunk`` to what the cancelled transaction's reasons say; returns the dedup
+        keys whose stored copy changed meanwhile (to read again), or None if the reasons say
         nothing we can act on (the error is then raised)."""
         if len(reasons) != len(ops):
-            return False
+            return None
         actionable = False
+        reread: list[str] = []
         for op, code in zip(ops, reasons, strict=True):
             if code in _RETRY_CODES:
                 actionable = True
             elif code != "ConditionalCheckFailed":
                 if code not in ("None", ""):
-                    return False
+                    return None
             elif op.event is not None:
-                chunk.verdicts = [i for i in chunk.verdicts if i[0].event.dedup_key != op.event]
+                reread.append(op.event)
                 actionable = True
             elif op.session is not None:
                 chunk.known ^= {op.session}
                 actionable = True
-            elif op.newest is not None:
-                chunk.stale_newest.add(op.newest)
+            elif op.extreme is not None:
+                chunk.stale_extremes.add(op.extreme)
                 actionable = True
-        return actionable
+        return reread if actionable else None
 
     def _plan(
         self, chunk: _Chunk, stored_us: int
     ) -> tuple[list[_Op], list[tuple[tuple[str, str], Classification]]]:
-        """The transaction for ``chunk``, and the sessions it creates."""
+        """The transaction for ``chunk``, and the sessions it creates.
+
+        A fresh event is put if absent and counted; a deciding copy replaces a stored copy of
+        lower rank (put only while that copy is still the stored one) and is counted only if
+        it decides otherwise. Counters and sessions follow the counted verdicts.
+        """
         expires = stored_us // 1_000_000 + int(self.retention.total_seconds())
         now_value = {":now": _ser.serialize(stored_us // 1_000_000)}
         ops: list[_Op] = []
         sessions: dict[tuple[str, str], Classification] = {}
-        counts: Counter[tuple[str, ...]] = Counter()
-        newest: dict[tuple[str, ...], int] = {}
+        adds: Counter[tuple[str, str]] = Counter()
+        extremes: dict[tuple[str, str, str], int] = {}
         for verdict, source in chunk.verdicts:
             key = verdict.event.dedup_key
             item = _event_item(verdict, source, stored_us, expires)
-            put = {"TableName": self.table, "Item": item, "ConditionExpression": _ABSENT}
-            ops.append(_Op({"Put": put | {"ExpressionAttributeValues": now_value}}, event=key))
+            put = {"TableName": self.table, "Item": item}
+            seen = chunk.stored.get(key)
+            if seen is None:
+                put |= {"ConditionExpression": _ABSENT, "ExpressionAttributeValues": now_value}
+            elif seen.ranked:  # replaces the stored copy only while it is the one read
+                put |= {
+                    "ConditionExpression": f"{_PRESENT} AND copy_rank = :seen",
+                    "ExpressionAttributeValues": now_value | _item(**{":seen": seen.rank}),
+                }
+            else:
+                put |= {
+                    "ConditionExpression": f"{_PRESENT} AND attribute_not_exists(copy_rank)",
+                    "ExpressionAttributeValues": now_value,
+                }
+            ops.append(_Op({"Put": put}, event=key))
+            if not _counts(verdict, seen):
+                continue
             if verdict.session_key:
-                sessions.setdefault(
-                    (verdict.principal, verdict.session_key), verdict.classification
-                )
-            counts["events", verdict.principal, verdict.classification, verdict.outcome] += 1
-            t = _us(verdict.event.event_time)
-            for name in (
-                ("last_event", verdict.principal, verdict.classification),
-                *(
-                    (("last_drill", verdict.principal),)
-                    if verdict.classification == "drill"
-                    else ()
-                ),
-            ):
-                newest[name] = max(t, newest.get(name, t))
+                session = (verdict.principal, stored_key(verdict.session_key))
+                sessions.setdefault(session, verdict.classification)
+            for how, target, value in _aggregates(verdict):
+                if how == "add":
+                    adds[target] += value
+                else:
+                    was = extremes.get((how, *target), value)
+                    extremes[(how, *target)] = max(was, value) if how == "max" else min(was, value)
         created: list[tuple[tuple[str, str], Classification]] = []
         for session, classification in sessions.items():
             if session in chunk.known:
@@ -392,14 +472,14 @@ class DynamoDbStore:
                 ops.append(
                     _Op({"Put": put | {"ExpressionAttributeValues": now_value}}, session=session)
                 )
-                counts["sessions", session[0], classification] += 1
+                adds[_agg_target("sessions", session[0], classification)] += 1
                 created.append((session, classification))
-        for name, n in counts.items():
-            ops.append(_Op(self._add(name, n)))
-        for name, t in newest.items():
-            sk = json.dumps(name)
-            if sk not in chunk.stale_newest:
-                ops.append(_Op(self._newest(name, t), newest=sk))
+        for target, n in adds.items():
+            ops.append(_Op(self._add(target, n)))
+        for (how, pk, sk), t in extremes.items():
+            name = f"{pk}\0{sk}"
+            if name not in chunk.stale_extremes:
+                ops.append(_Op(self._extreme((pk, sk), t, how), extreme=name))
         return (ops if chunk.verdicts else []), created
 
     def _touch_session(
@@ -417,23 +497,25 @@ class DynamoDbStore:
             }
         }
 
-    def _add(self, name: tuple[str, ...], n: int) -> dict[str, Any]:
+    def _add(self, target: tuple[str, str], n: int) -> dict[str, Any]:
         return {
             "Update": {
                 "TableName": self.table,
-                "Key": _agg(*name),
+                "Key": _item(pk=target[0], sk=target[1]),
                 "UpdateExpression": "ADD n :n",
                 "ExpressionAttributeValues": _item(**{":n": n}),
             }
         }
 
-    def _newest(self, name: tuple[str, ...], t: int) -> dict[str, Any]:
+    def _extreme(self, target: tuple[str, str], t: int, how: str) -> dict[str, Any]:
+        """Set ``t`` on ``target`` if it is newer (``max``) or older (``min``) than stored."""
+        older = "<=" if how == "max" else ">="
         return {
             "Update": {
                 "TableName": self.table,
-                "Key": _agg(*name),
+                "Key": _item(pk=target[0], sk=target[1]),
                 "UpdateExpression": "SET t = :t",
-                "ConditionExpression": "attribute_not_exists(t) OR t <= :t",
+                "ConditionExpression": f"attribute_not_exists(t) OR t {older} :t",
                 "ExpressionAttributeValues": _item(**{":t": t}),
             }
         }
@@ -586,6 +668,10 @@ class DynamoDbStore:
                     totals.last_event[(labels[0], labels[1])] = _dt(int(plain["t"]))
                 elif kind == "last_drill":
                     totals.last_drill[labels[0]] = _dt(int(plain["t"]))
+                elif kind == "person_drill":
+                    totals.person_last_drill[labels[0]] = _dt(int(plain["t"]))
+                elif kind == "last_window":
+                    totals.last_window_start[(labels[0], labels[1])] = _dt(int(plain["t"]))
         return totals
 
     async def first_seen(self, kind: FirstSeenKind, name: str, now: datetime) -> datetime:
@@ -632,9 +718,10 @@ class DynamoDbStore:
     async def decide_window(
         self, exercise: str, start: datetime, end: datetime, result: str, now: datetime
     ) -> bool:
+        start_us = _us(start)
         item = _item(
             pk=f"W#{exercise}",
-            sk=f"{_us(start):020d}",
+            sk=f"{start_us:020d}",
             end=_us(end),
             result=result,
             decided_at=_us(now),
@@ -644,18 +731,69 @@ class DynamoDbStore:
             "Item": item,
             "ConditionExpression": "attribute_not_exists(pk)",
         }
+        writes = [
+            {"Put": put},
+            self._add(_agg_target("windows", exercise, result), 1),
+            self._extreme(_agg_target("last_window", exercise, result), start_us, "max"),
+        ]
         async with self._errors("decide_window", write=True) as client:
-            try:
-                self.requests["transact_write_items"] += 1
-                await client.transact_write_items(
-                    TransactItems=[{"Put": put}, self._add(("windows", exercise, result), 1)]
-                )
-            except ClientError as exc:
-                reasons = exc.response.get("CancellationReasons", [])
-                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                    return False
-                raise
-        return True
+            while True:
+                try:
+                    self.requests["transact_write_items"] += 1
+                    await client.transact_write_items(TransactItems=writes)
+                except ClientError as exc:
+                    reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                    if reasons[:1] == ["ConditionalCheckFailed"]:
+                        return False
+                    if len(writes) == 3 and reasons[2:] == ["ConditionalCheckFailed"]:
+                        writes.pop()  # a later window of this result was decided first
+                        continue
+                    raise
+                return True
+
+    async def exercise_history(self, limit: int) -> list[WindowHistory]:
+        history: list[WindowHistory] = []
+        if limit <= 0:
+            return history
+        async with self._errors("exercise_history") as client:
+            decided = self._pages(
+                client,
+                KeyConditionExpression="pk = :p AND begins_with(sk, :w)",
+                ExpressionAttributeValues=_item(**{":p": "AGG", ":w": '["windows", '}),
+                ProjectionExpression="sk",
+                ConsistentRead=True,
+            )
+            exercises = {json.loads(_plain(item)["sk"])[1] async for item in decided}
+            for exercise in sorted(exercises):
+                history += await self._windows_of(client, exercise, limit)
+        history.sort(key=lambda w: (-w.start.timestamp(), w.exercise))
+        return history[:limit]
+
+    async def _windows_of(self, client: Any, exercise: str, limit: int) -> list[WindowHistory]:
+        """The ``limit`` newest decided windows of ``exercise``, newest first. Each window's
+        drill items sort right after its own item, so read newest first they come before it."""
+        windows: list[WindowHistory] = []
+        drills: dict[str, dict[str, Any]] = {}  # person -> n, first, last of the next window
+        query = self._pages(
+            client,
+            KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues=_item(**{":p": f"W#{exercise}"}),
+            ScanIndexForward=False,
+            ConsistentRead=True,
+        )
+        async for item in query:
+            plain = _plain(item)
+            start, *rest = str(plain["sk"]).split("#", 2)
+            if rest:
+                what, person = rest
+                value = int(plain["n"] if what == "n" else plain["t"])
+                drills.setdefault(person, {})[what] = value
+                continue
+            windows.append(_window_history(exercise, int(start), plain, drills))
+            drills = {}
+            if len(windows) == limit:
+                break
+        return windows
 
     async def drill_events_in(self, exercise: str, start: datetime, end: datetime) -> int:
         low, high = _us(start), _us(end) - 1
@@ -679,6 +817,26 @@ class DynamoDbStore:
                 params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def _window_history(
+    exercise: str, start_us: int, window: Mapping[str, Any], drills: Mapping[str, Mapping[str, int]]
+) -> WindowHistory:
+    """A decided window from its item and its per-person drill items (person '' for drills no
+    declared person was seen in)."""
+    rows = [(d["first"], person, d["n"], d["last"]) for person, d in drills.items() if "n" in d]
+    rows.sort()
+    return WindowHistory(
+        exercise=exercise,
+        start=_dt(start_us),
+        end=_dt(int(window["end"])),
+        result=str(window["result"]),
+        decided_at=_dt(int(window["decided_at"])),
+        drill_events=sum(n for _, _, n, _ in rows),
+        people={person: n for _, person, n, _ in rows if person},
+        first_drill=_dt(min(first for first, _, _, _ in rows)) if rows else None,
+        last_drill=_dt(max(last for _, _, _, last in rows)) if rows else None,
+    )
+
+
 def _event_item(verdict: Verdict, source: str, stored_us: int, expires: int) -> dict[str, Any]:
     """The stored fields (nothing of the raw record) and the index keys."""
     e = verdict.event
@@ -699,6 +857,7 @@ def _event_item(verdict: Verdict, source: str, stored_us: int, expires: int) -> 
         region=e.region,
         source=source,
         stored_at=stored_us,
+        copy_rank=verdict.copy_rank,
         expires_at=expires,
         g1pk="EVENTS",
         g1sk=f"{event_us:020d}#{stored_us:020d}#{e.dedup_key}",
@@ -707,16 +866,65 @@ def _event_item(verdict: Verdict, source: str, stored_us: int, expires: int) -> 
     )
 
 
+def _decided(verdict: Verdict) -> tuple[Any, ...]:
+    """What a verdict decided, as stored: a copy that decides the same adds no count."""
+    return (verdict.principal, verdict.classification, verdict.outcome, verdict.exercise)
+
+
+def _decided_item(plain: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (plain["principal"], plain["classification"], plain["outcome"], plain.get("exercise"))
+
+
+def _wanted(verdict: Verdict, stored: _Stored | None) -> bool:
+    """Whether ``verdict`` is written: nothing stored, or it outranks the stored copy."""
+    return stored is None or verdict.copy_rank > stored.rank
+
+
+def _counts(verdict: Verdict, stored: _Stored | None) -> bool:
+    """Whether writing ``verdict`` counts it: new, or a deciding copy that decides otherwise
+    (the replaced copy's counts stay: counters never decrease)."""
+    return stored is None or _decided(verdict) != stored.decided
+
+
+def _agg_target(*parts: str) -> tuple[str, str]:
+    return "AGG", json.dumps(parts)
+
+
+def _window_target(exercise: str, start_us: int, what: str, person: str) -> tuple[str, str]:
+    """Per window and person: drill events (``n``), first and last drill time (``t``); beside
+    the window's own item ``W#exercise``/start, which sorts right after them newest first."""
+    return f"W#{exercise}", f"{start_us:020d}#{what}#{person}"
+
+
+def _aggregates(verdict: Verdict) -> list[tuple[str, tuple[str, str], int]]:
+    """(``add``/``max``/``min``, item, value) for each aggregate a counted verdict moves."""
+    p, c = verdict.principal, verdict.classification
+    t = _us(verdict.event.event_time)
+    moves = [
+        ("add", _agg_target("events", p, c, verdict.outcome), 1),
+        ("max", _agg_target("last_event", p, c), t),
+    ]
+    if c == "drill":
+        moves.append(("max", _agg_target("last_drill", p), t))
+        if verdict.person is not None:
+            moves.append(("max", _agg_target("person_drill", verdict.person), t))
+        if verdict.window is not None:
+            w, start, person = verdict.window.exercise, _us(verdict.window.start), verdict.person
+            moves += [
+                ("add", _window_target(w, start, "n", person or ""), 1),
+                ("min", _window_target(w, start, "first", person or ""), t),
+                ("max", _window_target(w, start, "last", person or ""), t),
+            ]
+    return moves
+
+
 def _footprint(verdict: Verdict) -> set[tuple[str, ...]]:
     """The transaction items a new event needs besides its own put (shared within a chunk):
-    its session (and that session's count, should it be new), its event count, its newest
-    times."""
-    p, c = verdict.principal, verdict.classification
-    needs = {("events", p, c, verdict.outcome), ("last_event", p, c)}
-    if c == "drill":
-        needs.add(("last_drill", p))
+    its session (and that session's count, should it be new) and its aggregates."""
+    needs: set[tuple[str, ...]] = {target for _, target, _ in _aggregates(verdict)}
     if verdict.session_key:
-        needs |= {("session", p, verdict.session_key), ("sessions", p, c)}
+        p, c = verdict.principal, verdict.classification
+        needs |= {("session", p, verdict.session_key), _agg_target("sessions", p, c)}
     return needs
 
 

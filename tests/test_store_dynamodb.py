@@ -8,6 +8,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -21,6 +22,7 @@ from test_store_contract import NOW, RETENTION, T0, big_batch, keys, verdict
 
 from watcher.errors import StoreError
 from watcher.leadership import Leadership
+from watcher.model import Verdict
 from watcher.store.dynamodb import MAX_TRANSACTION_ITEMS, DynamoDbStore, _Chunk, _chunks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +135,53 @@ async def test_a_failed_chunk_reports_the_chunks_before_it_with_the_next_commit(
     assert sorted(keys(result.verdicts)) == sorted(keys([v for v, _ in batch]))
     assert len(result.new_sessions) == 40
     assert sum((await store.totals()).events.values()) == 100
+
+
+def caller_and_role_copies() -> tuple[Verdict, Verdict]:
+    """The two account copies of one cross-account assume call, deciding differently."""
+    caller = replace(verdict("caller-copy", shared="s-1", principal="bg-user"), copy_rank=2)
+    role = verdict("role-copy", shared="s-1", principal="bg-role", classification="drill")
+    return caller, replace(role, copy_rank=1)
+
+
+@pytest.mark.parametrize("meanwhile", ["weaker", "same"])
+async def test_a_copy_stored_between_our_read_and_our_write_is_read_again(
+    moto_server: str, table: str, store: DynamoDbStore, meanwhile: str
+) -> None:
+    """Another replica stores a copy of the key after this store read it as absent: the
+    cancelled put re-reads it, then replaces a weaker copy (counted: it decides otherwise) or
+    drops the same one (already counted)."""
+    caller, role = caller_and_role_copies()
+    other = make(moto_server, table)
+    await other.open()
+    send = store._client.transact_write_items
+    raced = False
+
+    async def other_first(**kwargs: Any) -> Any:
+        nonlocal raced
+        if not raced:
+            raced = True
+            await other.commit([(role if meanwhile == "weaker" else caller, "sqs")], now=NOW)
+        return await send(**kwargs)
+
+    store._client.transact_write_items = other_first
+    try:
+        result = await store.commit([(caller, "lookup")], now=NOW)
+    finally:
+        await other.close()
+    assert raced
+    [event] = await store.recent_events(10)
+    assert event["event_id"] == "caller-copy"
+    events = (await store.totals()).events
+    if meanwhile == "weaker":
+        assert keys(result.verdicts) == ["s-1"]
+        assert events == {
+            ("bg-role", "drill", "success"): 1,
+            ("bg-user", "unexpected", "success"): 1,
+        }
+    else:
+        assert result.verdicts == []
+        assert events == {("bg-user", "unexpected", "success"): 1}
 
 
 async def test_retention_is_ttl_and_expired_items_count_as_absent(

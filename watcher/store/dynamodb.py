@@ -290,13 +290,11 @@ class DynamoDbStore:
     ) -> dict[str, _Stored]:
         """The stored (unexpired) copies among ``dedup_keys``: what each decided, its rank."""
         found: dict[str, _Stored] = {}
-        projection = "pk, expires_at, copy_rank, principal, #c, outcome, exercise"
+        # Every name through a placeholder, so none can clash with DynamoDB's reserved words.
+        fields = ("pk", TTL_ATTRIBUTE, "copy_rank", "principal", "classification", "outcome")
+        names = {f"#f{i}": name for i, name in enumerate((*fields, "exercise"))}
         items = await self._read(
-            client,
-            [_event_key(k) for k in dedup_keys],
-            stored_us,
-            projection,
-            {"#c": "classification"},
+            client, [_event_key(k) for k in dedup_keys], stored_us, ", ".join(names), names
         )
         for plain in items:
             found[plain["pk"][2:]] = _Stored(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import boto3
+import pytest
 from dynamo import TEMPLATE
 from test_deploy_aws import create_stack, load_template
 from test_store_contract import NOW, T0, big_batch
@@ -30,6 +31,7 @@ ACTIONS = {
 }
 
 
+@pytest.mark.slow  # a stack in moto
 async def test_the_stack_makes_a_table_the_store_works_on(moto_endpoint: str) -> None:
     outputs = create_stack(moto_endpoint, TEMPLATE, {"TableName": "bgw-state"})
     assert outputs["TableName"] == "bgw-state"

@@ -66,7 +66,10 @@ def pdb() -> Manifest:
     return document
 
 
-@pytest.mark.parametrize("version", [SCHEMA_VERSIONS[0], SCHEMA_VERSIONS[-1]])
+@pytest.mark.parametrize(
+    "version",
+    [pytest.param(SCHEMA_VERSIONS[0], marks=pytest.mark.slow), SCHEMA_VERSIONS[-1]],
+)
 def test_the_patched_deployment_and_the_budget_match_the_schema(version: str) -> None:
     kubernetes_validate.validate(deployment(), version, strict=True)
     kubernetes_validate.validate(pdb(), version, strict=True)

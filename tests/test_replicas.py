@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import boto3
+import pytest
 from dynamo import create_table
 from harness import (
     DaemonProcess,
@@ -88,6 +89,7 @@ def leads(daemon: DaemonProcess) -> bool:
     return daemon.proc.poll() is None and daemon.metric("breakglass_leader") == 1
 
 
+@pytest.mark.slow  # three daemon subprocesses, killed and restarted
 def test_three_replicas_killed_at_random_count_every_event_once(
     emulator: Emulator, tmp_path: Path
 ) -> None:

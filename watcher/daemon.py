@@ -496,11 +496,12 @@ def _load_files(path: Path) -> tuple[Config, Rules]:
 
 
 def _restart_required(running: Config, loaded: Config) -> list[str]:
-    """The settings a reload changes that the running daemon cannot apply: the state file,
-    the listen address, and whether and how often the inventory runs (its task is started
-    once)."""
+    """The settings a reload changes that the running daemon cannot apply: the state store
+    (file or backend), the listen address, and whether and how often the inventory runs (its
+    task is started once)."""
     fixed = {
         "state": (running.state_path, loaded.state_path),
+        "store": (running.store, loaded.store),
         "listen": (running.listen, loaded.listen),
         "inventory.enabled": (running.inventory.enabled, loaded.inventory.enabled),
         "inventory.interval": (running.inventory.interval, loaded.inventory.interval),

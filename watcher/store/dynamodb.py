@@ -2,23 +2,26 @@
 
 Items (``pk``, ``sk``; times are integer microseconds since the epoch, ``expires_at`` seconds):
 
-- event ``E#<dedup key>`` / ``E``: :data:`EVENT_FIELDS`, ``expires_at``; index ``recent``
-  (``g1pk`` = ``EVENTS``, ``g1sk`` = event time # stored time # key) orders them for
+- event ``E#<dedup key>`` / ``E``: :data:`EVENT_FIELDS`, ``copy_rank``, ``expires_at``; index
+  ``recent`` (``g1pk`` = ``EVENTS``, ``g1sk`` = event time # stored time # key) orders them for
   :meth:`recent_events`; drills also carry index ``drills`` (``g2pk`` = ``D#<exercise>``,
   ``g2sk`` = event time) for :meth:`drill_events_in`.
 - session ``S#<principal>`` / session key: classification, first and last seen, ``expires_at``.
 - aggregates ``AGG`` / a JSON array naming one (``["events", principal, class, outcome]``):
   ``n`` (a count) or ``t`` (a newest time). One query reads them all (:meth:`totals`).
-- window ``W#<exercise>`` / start; checkpoint ``C`` / key; first sighting ``F#<kind>`` / name.
+- window ``W#<exercise>`` / start; beside it, per person seen (empty: none declared) drill
+  events ``n`` and first and last drill ``t`` at ``<start>#n|first|last#<person>``, never pruned.
+- checkpoint ``C`` / key; first sighting ``F#<kind>`` / name.
 - the leader lease ``LEASE`` / ``leader``: holder, fencing token, ``until`` (holders' clocks).
 
-Exactly-once counting: an event is written by a put conditional on it being absent (or expired),
-in the same transaction as the counter updates for exactly the events in that transaction. A
-batch larger than one transaction allows is written in chunks; if one fails, DynamoDB cancels
-it as a whole and names the items whose conditions failed; those (events stored meanwhile by
-another replica, sessions created meanwhile) are dropped or switched and the chunk is retried.
-A chunk that did commit is never counted again: its events' puts now fail their condition. So a
-crash between chunks, and the re-sent batch after it, counts each event once.
+Exactly-once counting: an event is written by a put conditional on it being absent (or expired;
+a deciding copy: on the copy read still being stored), in the same transaction as the counter
+updates for exactly the events it counts (``_counts``, the rule of ``sqlite.py``). A batch
+larger than one transaction allows is written in chunks; if one fails, DynamoDB cancels it as a
+whole and names the items whose conditions failed; those (events stored or replaced meanwhile by
+another replica, sessions created meanwhile) are read again or switched and the chunk is
+retried. A chunk that did commit is never counted again: its events' puts now fail their
+condition. So a crash between chunks, and the re-sent batch after it, counts each event once.
 
 Retention is DynamoDB's TTL on ``expires_at`` (stored time + retention). TTL deletes expired
 items within days, not at once, so every read treats an expired item as absent and

@@ -21,7 +21,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -66,16 +66,10 @@ class CountingStore(SqliteStore):
         super().__init__(path)
         self.run = run
 
-    async def commit(
-        self,
-        items: Sequence[tuple[Verdict, str]],
-        checkpoints: Mapping[str, str] | None = None,
-        *,
-        now: datetime,
-    ) -> CommitResult:
+    async def commit(self, items: Sequence[tuple[Verdict, str]], *, now: datetime) -> CommitResult:
         began = time.perf_counter()
         try:
-            return await super().commit(items, checkpoints, now=now)
+            return await super().commit(items, now=now)
         finally:
             self.run.commits += 1
             self.run.commit_seconds += time.perf_counter() - began
@@ -111,7 +105,7 @@ async def measure(
     ``progress`` is told the bodies done after each chunk of ``chunk_size`` generated."""
     config = write_config(folder)
     run = Run(batch)
-    daemon = Daemon.load(config, store_factory=lambda path: CountingStore(path, run))
+    daemon = Daemon.load(config, store_factory=lambda c: CountingStore(c.state_path, run))
     await daemon.store.open()
     rng = random.Random(seed)
     noise, bg = templates(rng)

@@ -283,7 +283,7 @@ async def test_a_read_only_store_refuses_writes(tmp_path: Path) -> None:
     await store.open()
     try:
         assert await store.first_seen_at("principal", "p") == datetime(2026, 1, 1, tzinfo=UTC)
-        with pytest.raises(StoreError, match="readonly"):
+        with pytest.raises(StoreError, match="read-only"):
             await store.first_seen("principal", "q", datetime(2026, 1, 2, tzinfo=UTC))
     finally:
         await store.close()

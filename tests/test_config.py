@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from watcher.config import load_config, parse_config
 from watcher.durations import format_duration, parse_duration
 from watcher.errors import ConfigError, Problem
-from watcher.settings import Account, Inventory
+from watcher.settings import Account, Inventory, StoreChoice
 from watcher.sources.lookup import LookupSettings
 from watcher.sources.sqs import EventBridgeSettings
+from watcher.store.dynamodb import DynamoDbSettings
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "config.yaml"
 QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/breakglass-events"
@@ -111,6 +112,23 @@ def test_everything_set() -> None:
     )
     assert config.detection_grace == timedelta(0)
     assert config.retention == timedelta(days=30)
+
+
+def test_store_dynamodb_selects_the_table_and_sqlite_is_the_default() -> None:
+    document = minimal() | {"store": {"dynamodb": {"table": "bgw-state", "region": "eu-west-1"}}}
+    config = parse_config(document, label="c.yaml", base_dir=Path("/etc/bgw"))
+    assert config.store == StoreChoice("dynamodb", DynamoDbSettings("bgw-state", "eu-west-1"))
+    assert parse_config(minimal(), label="c.yaml", base_dir=Path("/")).store.kind == "sqlite"
+    document = minimal() | {"state": "s.db", "store": {"sqlite": {}}}
+    config = parse_config(document, label="c.yaml", base_dir=Path("/etc/bgw"))
+    assert (config.store.kind, config.state_path) == ("sqlite", Path("/etc/bgw/s.db"))
+    document = minimal() | {"state": "s.db", "store": {"dynamodb": {"table": "t", "region": "x"}}}
+    assert [str(p) for p in problems_of(document)] == [
+        "c.yaml: state: is the SQLite file; remove it when store selects dynamodb",
+        "c.yaml: store.dynamodb.table: 't' is not a DynamoDB table name (3-255 of letters, "
+        "digits, _ - .)",
+        "c.yaml: store.dynamodb.region: 'x' is not an AWS region name like us-east-1",
+    ]
 
 
 def test_eventbridge_region_of_an_emulator_queue_defaults_to_first_region() -> None:
@@ -217,6 +235,12 @@ CASES = [
     ("inventory.tags", ["breakglass"], "inventory.tags", "expected a mapping"),
     ("inventory.name_patterns", ["*break glass*"], "inventory.name_patterns[0]", "can never match"),
     ("inventory.interval", "hourly", "inventory.interval", "not a duration"),
+    ("store", {}, "store", "name exactly one store: sqlite or dynamodb"),
+    ("store", {"mysql": {}}, "store.mysql", "unknown key"),
+    ("store.dynamodb", {"region": "eu-west-1"}, "store.dynamodb.table", "is required"),
+    ("store.dynamodb", {"table": "t!", "region": "eu-west-1"}, "store.dynamodb.table", "not a"),
+    ("store.dynamodb", {"table": "st", "region": "x"}, "store.dynamodb.region", "not an AWS"),
+    ("store.sqlite", {"path": "x.db"}, "store.sqlite", "takes no settings"),
 ]
 
 
@@ -319,6 +343,9 @@ PATHS = [
     "inventory.tags",
     "inventory.name_patterns",
     "retention",
+    "store",
+    "store.dynamodb",
+    "store.sqlite",
 ]
 
 

@@ -44,6 +44,7 @@ CONTRACT_METRICS = frozenset(
         "breakglass_rules_info",
         "breakglass_config_last_reload_success",
         "breakglass_events_malformed_total",
+        "breakglass_leader",
         "breakglass_person_last_drill_timestamp_seconds",
         "breakglass_person_drill_due_timestamp_seconds",
         "breakglass_exercise_last_window_start_timestamp_seconds",

@@ -228,3 +228,53 @@ def test_provisioning_points_at_a_file_provider() -> None:
     (provider,) = config["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"]
+
+
+def test_counts_are_the_organisations_with_replicas_and_restarts(tmp_path: Path) -> None:
+    """Three replicas each export the organisation's totals (8 → 13 in the hour); one of them
+    restarts as a new series that starts at the restored total. The count panels show 5."""
+    counts = {
+        title: expr
+        for title, expr in dashboard_queries(DASHBOARD)
+        if title in {"Unexpected uses", "Drill uses"}
+    }
+    labels = 'job="breakglass-watcher", principal="bg", outcome="success"'
+    series = [
+        (f'breakglass_events_total{{{labels}, classification="{c}", instance="{i}"}}', values)
+        for c in ("unexpected", "drill")
+        for i, values in (
+            ("a", "8x20 13x40"),
+            ("b", "8x30 13x30"),
+            ("c", "8x10 _x50"),  # stopped; its successor "d" started from the store's totals
+            ("d", "_x10 8x15 13x35"),
+        )
+    ]
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": "60m",
+                        "exp_samples": [{"labels": "{}", "value": 5}],
+                    }
+                    for expr in counts.values()
+                ],
+            }
+        ],
+    }
+    assert len(counts) == 2
+    path = tmp_path / "counts_test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = subprocess.run(
+        [promtool(), "test", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -184,7 +184,7 @@ async def test_a_drill_detects_the_window_once_however_often_ticked(watcher: Wat
         assert await watcher.tick(r, now) == []
     assert watcher.counted("live", "detected") == 1
     assert watcher.counted("live", "missed") == 0
-    assert await watcher.store.window_totals() == {("live", "detected"): 1}
+    assert (await watcher.store.totals()).windows == {("live", "detected"): 1}
 
 
 async def test_no_drill_is_missed_only_after_end_plus_grace(watcher: Watcher) -> None:
@@ -252,7 +252,7 @@ async def test_a_window_ending_while_stopped_is_decided_once(watcher: Watcher) -
     assert watcher.counted("down", "missed") == 1  # restored from the store
     assert await watcher.tick(r, end + 2 * DAY) == []
     assert watcher.counted("down", "missed") == 1
-    assert await watcher.store.window_totals() == {("down", "missed"): 1}
+    assert (await watcher.store.totals()).windows == {("down", "missed"): 1}
 
 
 async def test_a_detected_window_stays_decided_across_restarts(watcher: Watcher) -> None:
@@ -283,7 +283,7 @@ async def test_an_exercise_added_late_misses_no_earlier_window(watcher: Watcher)
     assert await watcher.tick(r, T0 + timedelta(hours=1) + GRACE) == [(T0, "missed")]
     assert await watcher.tick(r, T0 + DAY + 30 * MINUTE) == []
     assert watcher.counted("new", "missed") == 1
-    assert await watcher.store.window_totals() == {("new", "missed"): 1}
+    assert (await watcher.store.totals()).windows == {("new", "missed"): 1}
 
 
 async def test_an_exercise_removed_and_added_back_misses_nothing_while_gone(
@@ -299,7 +299,7 @@ async def test_an_exercise_removed_and_added_back_misses_nothing_while_gone(
     back = T0 + 20 * DAY + 30 * MINUTE  # added again during that day's window
     assert await watcher.tick(with_it, back) == []
     assert await watcher.tick(with_it, back + 30 * MINUTE + GRACE) == [(T0 + 20 * DAY, "missed")]
-    assert await watcher.store.window_totals() == {("back", "missed"): 2}
+    assert (await watcher.store.totals()).windows == {("back", "missed"): 2}
 
 
 async def test_an_exercise_first_seen_after_a_window_ignores_it(watcher: Watcher) -> None:
@@ -322,7 +322,7 @@ async def test_an_exercise_not_expecting_detection_is_never_missed(watcher: Watc
     await watcher.drill("optional", T0 + 5 * DAY + MINUTE, now=T0 + 5 * DAY + MINUTE)
     assert await watcher.tick(r, T0 + 5 * DAY + 2 * MINUTE) == [(T0 + 5 * DAY, "detected")]
     assert watcher.counted("optional", "missed") == 0
-    assert await watcher.store.window_totals() == {("optional", "detected"): 1}
+    assert (await watcher.store.totals()).windows == {("optional", "detected"): 1}
 
 
 async def test_windows_missed_while_down_are_each_decided_once_in_order(

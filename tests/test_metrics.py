@@ -63,6 +63,7 @@ ADDED = {
     "breakglass_events_malformed_total": ("counter", {"source"}),
     # {account}, set by each inventory run: no series before the first.
     "breakglass_inventory_unwatched_principals": ("gauge", set()),
+    "breakglass_leader": ("gauge", {"replica"}),
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -125,6 +126,7 @@ def fully_populated() -> WatcherMetrics:
     metrics.source_success("lookup", ACCOUNT, "us-east-1", NOW)
     metrics.malformed("eventbridge")
     metrics.config_reloaded(True)
+    metrics.set_leader("watcher-0:1", True)
     return metrics
 
 

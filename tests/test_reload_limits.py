@@ -16,6 +16,8 @@ from pathlib import Path
 
 from harness import break_glass_rules, running_daemon, user_calls, wait_for, write_config
 
+from watcher.config import load_config
+from watcher.daemon import _restart_required
 from watcher.emulator.server import Emulator
 
 
@@ -95,3 +97,19 @@ def test_settings_a_running_daemon_cannot_change_are_refused(
         )
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(10) == 0
+
+
+def test_switching_the_store_backend_needs_a_restart(tmp_path: Path) -> None:
+    """A reload cannot move a running daemon's state to another backend or table."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("principals: []\n")
+    base = "rules: rules.yaml\naccounts: [{id: '123456789012'}]\nsources: {lookup: {}}\n"
+    dynamodb = "store: {dynamodb: {table: %s, region: us-east-1}}\n"
+    sqlite, table_a, table_b = (tmp_path / name for name in ("sqlite.yaml", "a.yaml", "b.yaml"))
+    sqlite.write_text(base)
+    table_a.write_text(base + dynamodb % "state-a")
+    table_b.write_text(base + dynamodb % "state-b")
+    one, two, three = (load_config(p) for p in (sqlite, table_a, table_b))
+    assert _restart_required(one, two) == ["store"]
+    assert _restart_required(two, three) == ["store"]
+    assert _restart_required(two, load_config(table_a)) == []

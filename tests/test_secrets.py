@@ -113,7 +113,6 @@ async def test_the_state_file_keeps_key_ids_masked_and_is_owner_only(tmp_path: P
                 (verdict("e-2", KEY_ID), "lookup"),
                 (verdict("e-3", twin), "lookup"),
             ],
-            {},
             now=datetime(2026, 1, 1, tzinfo=UTC),
         )
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.parent.iterdir()}

@@ -27,7 +27,7 @@ from watcher.model import Person, Principal, Rules
 from watcher.programme_metrics import person_due_at
 from watcher.rules import load_rules
 from watcher.settings import Config
-from watcher.store.sqlite import SqliteStore
+from watcher.store.registry import build_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +96,7 @@ async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
     declared = [p for p in inventory.principals if p.origin == "declared"]
     notes: list[str] = []
     people: list[PersonDrill] = []
-    if config.state_path.exists():
+    if config.store.kind != "sqlite" or config.state_path.exists():
         checks += await _drill_checks(config, declared, now)
         people = await _people_drills(config, rules.people, now)
     else:
@@ -116,7 +116,7 @@ async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
 async def _drill_checks(
     config: Config, principals: list[Principal], now: datetime
 ) -> list[CheckResult]:
-    store = SqliteStore(config.state_path, read_only=True)  # beside a running daemon
+    store = build_store(config, read_only=True)  # beside a running daemon
     await store.open()
     try:
         last_drill = (await store.totals()).last_drill
@@ -136,7 +136,7 @@ async def _people_drills(
     """Each person's last drill from the state; never seen: due from first listed (or now)."""
     if not people:
         return []
-    store = SqliteStore(config.state_path, read_only=True)
+    store = build_store(config, read_only=True)  # beside a running daemon
     await store.open()
     try:
         last_drill = (await store.totals()).person_last_drill

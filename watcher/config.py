@@ -16,8 +16,9 @@ from pathlib import Path
 
 from watcher.durations import format_duration
 from watcher.errors import ConfigError, Problem
-from watcher.settings import DEFAULT_LISTEN, Account, Config, Inventory, Organization
+from watcher.settings import DEFAULT_LISTEN, Account, Config, Inventory, Organization, StoreChoice
 from watcher.sources.registry import SOURCE_KINDS
+from watcher.store.registry import STORE_KINDS
 from watcher.validation import (
     At,
     Fields,
@@ -43,6 +44,7 @@ DEFAULT_REGIONS = ("us-east-1",)
 _TOP = {
     "rules": Key("str", required=True),
     "state": Key("str"),
+    "store": Key("mapping"),
     "records": Key("str"),
     "listen": Key("str"),
     "endpoint_url": Key("str"),
@@ -63,6 +65,7 @@ _ORGANIZATION = {
 }
 _ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
 ALL_REGIONS = "all"
+_STORES = {key: Key("mapping") for key in STORE_KINDS}
 _INVENTORY = {
     "enabled": Key("bool"),
     "interval": Key("duration"),
@@ -132,6 +135,7 @@ def parse_config(document: object, *, label: str, base_dir: Path) -> Config:
         inventory=_inventory(top, report),
         detection_grace=timedelta(minutes=30) if grace is None else grace,
         retention=retention or timedelta(days=400),
+        store=_store(top, report),
     )
     _check_paths(top, report)
     report.raise_if_any()
@@ -162,6 +166,34 @@ def _list_or(key: str, node: dict[object, object], other: Kind = "str") -> dict[
     if isinstance(node.get(key), dict if other == "mapping" else str):
         return {key: Key(other, required=key == "accounts")}
     return {}
+
+
+def _store(top: Fields, report: Report) -> StoreChoice:
+    """``store: {KIND: {...}}``, one backend of ``store/registry.py``; SQLite if absent."""
+    node = top.mapping("store")
+    at = top.at.key("store")
+    if node is None:
+        return StoreChoice()
+    fields = check_mapping(node, _STORES, at, report)
+    if fields is None:
+        return StoreChoice()
+    chosen = [key for key in STORE_KINDS if fields.given(key)]
+    if len(chosen) != 1:
+        report.add(at, "name exactly one store: " + " or ".join(STORE_KINDS))
+        return StoreChoice()
+    [key] = chosen
+    if key != "sqlite" and top.given("state"):
+        report.add(top.at.key("state"), f"is the SQLite file; remove it when store selects {key}")
+    kind = STORE_KINDS[key]
+    section = fields.mapping(key) or {}
+    if not kind.spec:
+        if section:
+            report.add(fields.at.key(key), "takes no settings")
+        checked = None if section else check_mapping(section, kind.spec, fields.at, report)
+    else:
+        checked = check_mapping(section, kind.spec, fields.at.key(key), report)
+    settings = None if checked is None else kind.parse(checked, report)
+    return StoreChoice(key, settings)
 
 
 def _regions(fields: Fields, key: str, report: Report) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from watcher.errors import ConfigError, StoreError
 from watcher.exercises import history, read_records
 from watcher.http import HttpServer, Readiness
 from watcher.inventory import discover
+from watcher.leadership import Leadership, replica_id
 from watcher.lifecycle import Lifecycle
 from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
 from watcher.model import Principal, Rules, TrailEvent, Verdict
@@ -46,15 +47,17 @@ from watcher.settings import Account, Config, Organization
 from watcher.sources.base import Source, SourceContext, SourceLabels
 from watcher.sources.registry import SOURCE_KINDS
 from watcher.sources.retry import RETRYABLE, RateBudgets
-from watcher.store.base import Store
-from watcher.store.sqlite import SqliteStore
+from watcher.store.base import Lease, Store
+from watcher.store.registry import build_store
 from watcher.waits import wait_any
 
 log = logging.getLogger(__name__)
 
-StoreFactory = Callable[[Path], Store]
+StoreFactory = Callable[[Config], Store]
 LIFECYCLE_INTERVAL = 5.0
 PRUNE_INTERVAL = 3600.0
+#: How often every replica reads the organisation-wide totals from the store into its metrics.
+TOTALS_INTERVAL = 10.0
 
 
 class Daemon:
@@ -65,7 +68,7 @@ class Daemon:
         config: Config,
         rules: Rules,
         *,
-        store_factory: StoreFactory = SqliteStore,
+        store_factory: StoreFactory = build_store,
         clock: Clock = utc_now,
     ) -> None:
         self.config = config
@@ -73,7 +76,7 @@ class Daemon:
         self.registry = CollectorRegistry()
         self.metrics = WatcherMetrics(self.registry)
         self.programme_metrics = ProgrammeMetrics(self.registry)
-        self.store = store_factory(config.state_path)
+        self.store = store_factory(config)
         self.stop = asyncio.Event()
         self.listening = asyncio.Event()
         """Set once HTTP listens; ``port`` is then the port bound."""
@@ -89,6 +92,11 @@ class Daemon:
         # recovered job failing.
         self._store_failures: set[str] = set()
         self._discovered: tuple[Principal, ...] = ()
+        self._leader_only: set[int] = set()
+        # Held while a store write and its count in the metrics happen, and while the metrics
+        # take the store's totals: a totals read between a write and its count would count
+        # it twice (once in the totals, once added).
+        self._counting = asyncio.Lock()
         self._record_problems: set[str] = set()
         # The accounts watched: the config's, then resolved (organization, regions: all).
         self._accounts: tuple[Account, ...] = config.accounts
@@ -96,11 +104,12 @@ class Daemon:
         self._accounts_resolved = False
         self._aws: AwsClients | None = None
         self.sources: list[Source] = self._build_sources()
+        self.leadership = Leadership(self.store, replica_id(), clock, self._leading_changed)
         self._set_rules(rules)
 
     @classmethod
     def load(
-        cls, config_path: Path, *, store_factory: StoreFactory = SqliteStore, clock: Clock = utc_now
+        cls, config_path: Path, *, store_factory: StoreFactory = build_store, clock: Clock = utc_now
     ) -> Daemon:
         """A daemon from the config file at ``config_path`` and its rules (ConfigError if bad)."""
         config = load_config(config_path)
@@ -148,20 +157,44 @@ class Daemon:
 
     async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._run_sources())
-            tasks.create_task(self._every(LIFECYCLE_INTERVAL, self._lifecycle_tick))
+            tasks.create_task(self._run_sources(leader=False, stop=self.stop))
+            tasks.create_task(self.leadership.run(self.stop))
+            tasks.create_task(self._while_leading())
+            tasks.create_task(self._every(TOTALS_INTERVAL, self._refresh_shared))
             tasks.create_task(self._every(PRUNE_INTERVAL, self._prune))
-            if self.config.inventory.enabled:
-                tasks.create_task(
-                    self._every(self.config.inventory.interval.total_seconds(), self._inventory)
-                )
             tasks.create_task(self._reloads())
             tasks.create_task(self._resolving())
 
-    async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
-        """Run ``job`` now and every ``seconds`` until stopped; store and AWS failures are
-        logged and retried at the next run, anything else propagates."""
+    async def _while_leading(self) -> None:
+        """Each time this replica leads: the leader's jobs, until it follows again."""
         while not self.stop.is_set():
+            await wait_any(self.leadership.leading, self.stop)
+            if self.stop.is_set():
+                return
+            step_down = asyncio.Event()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._run_sources(leader=True, stop=step_down))
+                tasks.create_task(self._every(LIFECYCLE_INTERVAL, self._lifecycle_tick, step_down))
+                if self.config.inventory.enabled:
+                    interval = self.config.inventory.interval.total_seconds()
+                    tasks.create_task(self._every(interval, self._inventory, step_down))
+                await wait_any(self.leadership.following, self.stop)
+                step_down.set()
+
+    def _leading_changed(self, leading: bool) -> None:
+        self.metrics.set_leader(self.leadership.replica, leading)
+
+    async def _every(
+        self,
+        seconds: float,
+        job: Callable[[], Awaitable[None]],
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Run ``job`` now and every ``seconds`` until ``stop`` (the daemon's by default);
+        store and AWS failures are logged and retried at the next run, anything else
+        propagates."""
+        stop = stop or self.stop
+        while not stop.is_set():
             try:
                 await job()
             except StoreError as exc:
@@ -171,7 +204,7 @@ class Daemon:
                 log.warning("periodic job failed", extra={"job": job.__name__, "error": str(exc)})
             else:
                 self._store_failures.discard(job.__name__)
-            await wait_any(self.stop, seconds=seconds)
+            await wait_any(stop, self.stop, seconds=seconds)
 
     # -- rules and reloads ----------------------------------------------------------------
 
@@ -313,11 +346,15 @@ class Daemon:
             budgets=self._budgets,
             scheduler=self._scheduler,
         )
-        return [
-            source
-            for key, settings in self.config.sources.items()
-            for source in SOURCE_KINDS[key].build(settings, self.watching, context)
-        ]
+        sources: list[Source] = []
+        self._leader_only = set()
+        for key, settings in self.config.sources.items():
+            kind = SOURCE_KINDS[key]
+            built = kind.build(settings, self.watching, context)
+            sources += built
+            if kind.leader_only:
+                self._leader_only |= {id(source) for source in built}
+        return sources
 
     def _source_labels(self) -> list[SourceLabels]:
         labels = [source.labels for source in self.sources]
@@ -325,21 +362,24 @@ class Daemon:
             labels += [(INVENTORY_SOURCE, a.id, "global") for a in self._accounts]
         return labels
 
-    async def _run_sources(self) -> None:
-        """Run every source until stop; restart them all when a reload rebuilt them."""
-        while not self.stop.is_set():
+    async def _run_sources(self, *, leader: bool, stop: asyncio.Event) -> None:
+        """Run the sources that run everywhere, or (``leader``) those that run on the leader
+        only, until ``stop`` or the daemon stops; restart them when a reload rebuilt them."""
+        while not stop.is_set() and not self.stop.is_set():
             self._restart_sources.clear()
             stop_sources = asyncio.Event()
             async with asyncio.TaskGroup() as tasks:
                 for source in self.sources:
-                    tasks.create_task(source.run(stop_sources))
-                await wait_any(self._restart_sources, self.stop)
+                    if (id(source) in self._leader_only) == leader:
+                        tasks.create_task(source.run(stop_sources))
+                await wait_any(self._restart_sources, stop)
                 stop_sources.set()
 
     async def sink(
         self, events: Sequence[TrailEvent], source: str, checkpoints: Mapping[str, str]
     ) -> None:
-        """Classify, store, then count: returns only once the batch is durably stored."""
+        """Classify, store, count, then save ``checkpoints``: returns only once all is durably
+        stored. The checkpoints follow the events, so a crash between re-reads them."""
         now = self.clock()
         verdicts = []
         for event in events:
@@ -352,14 +392,15 @@ class Daemon:
                 verdicts.append(self._attributed(verdict))
         if not verdicts and not checkpoints:
             return  # no break-glass event: nothing to store (most SQS batches)
-        try:
-            result = await self.store.commit([(v, source) for v in verdicts], checkpoints, now=now)
-        except StoreError as exc:
-            self._store_failures.add("sink")
-            log.error("could not store events; nothing acknowledged", extra={"error": str(exc)})
-            raise
-        self._store_failures.discard("sink")
-        self.metrics.observe(result, source, now)
+        async with self._counting:
+            try:
+                result = await self.store.commit([(v, source) for v in verdicts], now=now)
+            except StoreError as exc:
+                self._sink_failed(exc)
+                raise
+            # Counted before the checkpoints are saved: if that fails, the events stay stored
+            # and counted, and the source's retry finds them de-duplicated.
+            self.metrics.observe(result, source, now)
         for verdict in result.verdicts:
             if verdict.person is not None:
                 self.programme_metrics.drilled(verdict.person, verdict.event.event_time)
@@ -376,6 +417,24 @@ class Daemon:
                     "source": source,
                 },
             )
+        if checkpoints:
+            try:
+                await self.store.set_checkpoints(checkpoints, fence=self._fence())
+            except StoreError as exc:
+                self._sink_failed(exc)
+                raise
+        self._store_failures.discard("sink")
+
+    def _fence(self) -> Lease:
+        """The lease that checkpoints (the leader's jobs' positions) are written under."""
+        lease = self.leadership.lease
+        if lease is None:
+            raise StoreError("checkpoint not saved: this replica no longer leads")
+        return lease
+
+    def _sink_failed(self, exc: StoreError) -> None:
+        self._store_failures.add("sink")
+        log.error("could not store events; nothing acknowledged", extra={"error": str(exc)})
 
     def _attributed(self, verdict: Verdict) -> Verdict:
         """A drill verdict with the declared person its event shows (``people.py``)."""
@@ -402,8 +461,10 @@ class Daemon:
     async def _lifecycle_tick(self) -> None:
         lifecycle = Lifecycle(self.store, self.metrics, self.config.detection_grace)
         now = self.clock()
-        for window, result in await lifecycle.tick(self.rules, now):
-            self.programme_metrics.window_decided(window, result)
+        async with self._counting:
+            decided = await lifecycle.tick(self.rules, now, fence=self._fence())
+            for window, result in decided:
+                self.programme_metrics.window_decided(window, result)
         for principal in self.watched_principals:
             first = await self.store.first_seen("principal", principal.name, now)
             self.metrics.set_drill_due(principal, first)
@@ -411,6 +472,25 @@ class Daemon:
         for person in self.rules.people:
             listed = await self.store.first_seen("person", person.name, now)
             self.programme_metrics.listed_since(person.name, listed)
+
+    async def _refresh_shared(self) -> None:
+        """Every replica: the organisation-wide totals and schedule from the shared store, so
+        whichever replica is scraped shows the same numbers."""
+        async with self._counting:
+            totals = await self.store.totals()
+            self.metrics.restore(totals)
+        # Newest-time gauges only move forward, so these need no lock.
+        self.programme_metrics.restore(totals)
+        now = self.clock()
+        Lifecycle.show_schedule(self.metrics, self.rules, now)
+        for principal in self.watched_principals:
+            first = await self.store.first_seen_at("principal", principal.name)
+            if first is not None:
+                self.metrics.set_drill_due(principal, first)
+        for person in self.rules.people:
+            listed = await self.store.first_seen_at("person", person.name)
+            if listed is not None:
+                self.programme_metrics.listed_since(person.name, listed)
 
     async def _inventory(self) -> None:
         result = await discover(self._clients, self.watching, self.rules, keep=self._discovered)
@@ -470,7 +550,10 @@ class Daemon:
             # Unready until the organization was listed once: no sources is no watching.
             checks["organization"] = self._accounts_resolved or bool(self._accounts)
         fresh = {}
+        leading = self.leadership.leading.is_set()
         for source in self.sources:
+            if id(source) in self._leader_only and not leading:
+                continue  # the leader runs it
             last = self._last_success.get(source.labels)
             fresh[source.labels] = last is not None and now - last <= source.staleness
         return Readiness(checks | source_checks(fresh))
@@ -482,11 +565,12 @@ def _load_files(path: Path) -> tuple[Config, Rules]:
 
 
 def _restart_required(running: Config, loaded: Config) -> list[str]:
-    """The settings a reload changes that the running daemon cannot apply: the state file,
-    the listen address, and whether and how often the inventory runs (its task is started
-    once)."""
+    """The settings a reload changes that the running daemon cannot apply: the state store
+    (file or backend), the listen address, and whether and how often the inventory runs (its
+    task is started once)."""
     fixed = {
         "state": (running.state_path, loaded.state_path),
+        "store": (running.store, loaded.store),
         "listen": (running.listen, loaded.listen),
         "inventory.enabled": (running.inventory.enabled, loaded.inventory.enabled),
         "inventory.interval": (running.inventory.interval, loaded.inventory.interval),

@@ -22,7 +22,7 @@ import orjson
 from watcher.errors import WatcherError
 from watcher.settings import Config
 from watcher.store.base import WindowHistory
-from watcher.store.sqlite import SqliteStore
+from watcher.store.registry import build_store
 
 #: Record files larger than this are not exercise records (they are a few kilobytes).
 MAX_RECORD_BYTES = 1 << 20
@@ -162,11 +162,11 @@ def format_table(entries: Sequence[dict[str, Any]]) -> str:
 
 def run_exercises(config: Config, *, fmt: str, limit: int, out: TextIO, err: TextIO) -> int:
     """``breakglass-watcher exercises``: the history from the daemon's state, read-only."""
-    if not config.state_path.exists():
+    if config.store.kind == "sqlite" and not config.state_path.exists():
         raise WatcherError(
             f"no state file at {config.state_path}: the daemon has not run with this config yet"
         )
-    windows = asyncio.run(_windows(config.state_path, limit))
+    windows = asyncio.run(_windows(config, limit))
     records, problems = read_records(config.records_path)
     for problem in problems:
         err.write(f"warning: {problem}\n")
@@ -178,8 +178,8 @@ def run_exercises(config: Config, *, fmt: str, limit: int, out: TextIO, err: Tex
     return 0
 
 
-async def _windows(state: Path, limit: int) -> list[WindowHistory]:
-    store = SqliteStore(state, read_only=True)  # beside a running daemon
+async def _windows(config: Config, limit: int) -> list[WindowHistory]:
+    store = build_store(config, read_only=True)  # beside a running daemon
     await store.open()
     try:
         return await store.exercise_history(limit)

@@ -16,7 +16,7 @@ from typing import Literal
 from watcher.metrics import WatcherMetrics
 from watcher.model import Exercise, Rules, Window
 from watcher.schedule import next_window_start, window_at, windows_ending_in
-from watcher.store.base import Store
+from watcher.store.base import Lease, Store
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +54,31 @@ class Lifecycle:
     metrics: WatcherMetrics
     grace: timedelta
 
-    async def tick(self, rules: Rules, now: datetime) -> list[tuple[Window, WindowResult]]:
+    async def tick(
+        self, rules: Rules, now: datetime, *, fence: Lease | None = None
+    ) -> list[tuple[Window, WindowResult]]:
+        """Decide what can be decided; ``fence``: the leader's lease its cursors are saved
+        under."""
         await self.store.forget_first_seen("exercise", [e.name for e in rules.exercises])
+        self.show_schedule(self.metrics, rules, now)
         decided: list[tuple[Window, WindowResult]] = []
         for exercise in rules.exercises:
-            self.metrics.set_window_state(
+            decided += await self._decide(exercise, now, fence)
+        return decided
+
+    @staticmethod
+    def show_schedule(metrics: WatcherMetrics, rules: Rules, now: datetime) -> None:
+        """The window gauges (open now, next start): from the rules and the clock alone."""
+        for exercise in rules.exercises:
+            metrics.set_window_state(
                 exercise.name,
                 open_=window_at(exercise, now) is not None,
                 next_start=next_window_start(exercise, now),
             )
-            decided += await self._decide(exercise, now)
-        return decided
 
-    async def _decide(self, exercise: Exercise, now: datetime) -> list[tuple[Window, WindowResult]]:
+    async def _decide(
+        self, exercise: Exercise, now: datetime, fence: Lease | None
+    ) -> list[tuple[Window, WindowResult]]:
         """Decide the exercise's windows in order from a persisted cursor.
 
         The cursor (end of the last window of an unbroken run of decided ones) only moves past
@@ -103,5 +115,5 @@ class Lifecycle:
             if contiguous:
                 cursor = window.end
         if cursor != since:
-            await self.store.commit([], {cursor_key: cursor.isoformat()}, now=now)
+            await self.store.set_checkpoints({cursor_key: cursor.isoformat()}, fence=fence)
         return decided

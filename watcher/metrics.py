@@ -245,6 +245,12 @@ class WatcherMetrics:
             ["digest"],
             registry=r,
         )
+        self.leader = Gauge(
+            "breakglass_leader",
+            "1 while this replica holds the leader lease (LookupEvents, inventory, windows).",
+            ["replica"],
+            registry=r,
+        )
         self.reload_success = Gauge(
             "breakglass_config_last_reload_success",
             "1 if the last config/rules (re)load succeeded.",
@@ -408,6 +414,9 @@ class WatcherMetrics:
 
     def malformed(self, source: str) -> None:
         self.malformed_events.labels(source).inc()
+
+    def set_leader(self, replica: str, leading: bool) -> None:
+        self.leader.labels(replica).set(1 if leading else 0)
 
     def inventory_unwatched(self, account: str, count: int) -> None:
         """Matching IAM principals the discovery bound left out in ``account`` (0: none)."""

@@ -48,6 +48,14 @@ class Inventory:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreChoice:
+    """The state store: a key of ``watcher/store/registry.py`` and that backend's settings."""
+
+    kind: str = "sqlite"
+    settings: object = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything ``run`` needs. Paths are absolute (resolved against the config file's folder)."""
 
@@ -63,6 +71,8 @@ class Config:
     inventory: Inventory = field(default_factory=Inventory)
     detection_grace: timedelta = timedelta(minutes=30)
     retention: timedelta = timedelta(days=400)
+    store: StoreChoice = field(default_factory=StoreChoice)
+    """SQLite (at ``state_path``) unless the config's ``store:`` names another backend."""
     source_file: Path | None = None
     organization: Organization | None = None
     records_path: Path = Path("records")

@@ -7,11 +7,12 @@ import urllib.request
 from types import TracebackType
 from typing import Any
 
+from watcher.emulator import dynamodb
 from watcher.emulator.lookup import LookupEventStore, install
 
 
 class Emulator:
-    """A running moto server (IAM, STS, SQS, EventBridge, … and LookupEvents)."""
+    """A running moto server (IAM, STS, SQS, EventBridge, DynamoDB, … and LookupEvents)."""
 
     def __init__(self, server: Any, endpoint_url: str, lookup: LookupEventStore) -> None:
         self._server = server
@@ -45,6 +46,7 @@ def start_emulator(port: int = 0) -> Emulator:
     from moto.server import ThreadedMotoServer
 
     store = install()
+    dynamodb.install()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line a request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

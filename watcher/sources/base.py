@@ -32,7 +32,7 @@ Settings = TypeVar("Settings")
 
 
 class EventSink(Protocol):
-    """Classifies and stores ``events`` and sets ``checkpoints`` with them, atomically.
+    """Classifies and stores ``events``, then sets ``checkpoints`` (never before the events).
 
     Returns only once everything is stored; raises :class:`~watcher.errors.StoreError` if it
     could not be (then the source acknowledges nothing and retries later).
@@ -106,10 +106,12 @@ class SourceKind(Generic[Settings]):
     when the source is disabled or has problems (reported). ``build`` makes the running
     sources from the settings.
     ``retention_floor``, if given, says how long stored event ids must be kept at least for
-    this source's re-reads to stay de-duplicated, and why.
+    this source's re-reads to stay de-duplicated, and why. ``leader_only`` sources run on the
+    leading replica only (see ``leadership.py``); the others on every replica.
     """
 
     spec: Mapping[str, Key]
     parse: Callable[[Fields, tuple[str, ...], Report], Settings | None]
     build: Callable[[Settings, Config, SourceContext], Sequence[Source]]
     retention_floor: Callable[[Settings], tuple[timedelta, str]] | None = None
+    leader_only: bool = False

@@ -239,8 +239,13 @@ def build(settings: LookupSettings, config: Config, context: SourceContext) -> l
     return pollers
 
 
+# Leader only: with several replicas, one polls, so the account-region rate stays one's.
 KIND: SourceKind[LookupSettings] = SourceKind(
-    spec=_SPEC, parse=parse_settings, build=build, retention_floor=retention_floor
+    spec=_SPEC,
+    parse=parse_settings,
+    build=build,
+    retention_floor=retention_floor,
+    leader_only=True,
 )
 
 

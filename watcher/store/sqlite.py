@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,13 +31,17 @@ from watcher.clock import iso_z
 from watcher.errors import StoreError
 from watcher.keys import stored_key
 from watcher.model import Classification, Verdict
+from watcher.settings import Config
 from watcher.store.base import (
     EVENT_FIELDS,
     CommitResult,
     FirstSeenKind,
+    Lease,
+    StoreKind,
     Totals,
     WindowHistory,
 )
+from watcher.validation import Fields, Report
 
 T = TypeVar("T")
 
@@ -247,10 +251,12 @@ class SqliteStore:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    async def _call(self, what: str, job: Callable[[], T]) -> T:
+    async def _call(self, what: str, job: Callable[[], T], *, write: bool = False) -> T:
         """Run ``job`` on the store's thread; SQLite and OS errors become :class:`StoreError`."""
         if self._executor is None:
             raise StoreError(f"state store {self.path}: {what}: the store is not open")
+        if write and self.read_only:
+            raise StoreError(f"state store {self.path}: {what}: the store is open read-only")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, job)
         except (sqlite3.Error, OSError) as exc:
@@ -364,19 +370,11 @@ class SqliteStore:
 
     # -- events ---------------------------------------------------------------------------
 
-    async def commit(
-        self,
-        items: Sequence[tuple[Verdict, str]],
-        checkpoints: Mapping[str, str] | None = None,
-        *,
-        now: datetime,
-    ) -> CommitResult:
-        job = partial(self._commit, list(items), dict(checkpoints or {}), _ts(now))
-        return await self._call("commit", job)
+    async def commit(self, items: Sequence[tuple[Verdict, str]], *, now: datetime) -> CommitResult:
+        job = partial(self._commit, list(items), _ts(now))
+        return await self._call("commit", job, write=True)
 
-    def _commit(
-        self, items: list[tuple[Verdict, str]], checkpoints: dict[str, str], stored_at: float
-    ) -> CommitResult:
+    def _commit(self, items: list[tuple[Verdict, str]], stored_at: float) -> CommitResult:
         batch: dict[str, tuple[Verdict, str]] = {}
         for verdict, source in items:
             key = verdict.event.dedup_key
@@ -400,7 +398,6 @@ class SqliteStore:
             verdicts = [v for v, _ in new]
             self._add_aggregates(verdicts)
             new_sessions = self._touch_sessions(verdicts, stored_at)
-            db.executemany(_SET_CHECKPOINT, checkpoints.items())
         return CommitResult(verdicts, new_sessions)
 
     def _add_aggregates(self, verdicts: list[Verdict]) -> None:
@@ -462,24 +459,13 @@ class SqliteStore:
             found.update((row[0], row[1:]) for row in self._db.execute(sql, chunk))
         return found
 
-    async def seen(self, keys: Sequence[str]) -> set[str]:
-        return await self._call("seen", partial(self._seen, list(keys)))
-
-    def _seen(self, keys: list[str]) -> set[str]:
-        found: set[str] = set()
-        for chunk in _chunks(keys):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT dedup_key FROM events WHERE dedup_key IN ({marks})"
-            found.update(row[0] for row in self._db.execute(sql, chunk))
-        return found
-
     async def recent_events(self, limit: int) -> list[dict[str, Any]]:
         return await self._call("recent_events", partial(self._recent_events, limit))
 
     def _recent_events(self, limit: int) -> list[dict[str, Any]]:
         sql = (
             f"SELECT {', '.join(EVENT_FIELDS)} FROM events"
-            " ORDER BY event_time DESC, stored_at DESC, dedup_key LIMIT ?"
+            " ORDER BY event_time DESC, stored_at DESC, dedup_key DESC LIMIT ?"
         )
         events = []
         for row in self._db.execute(sql, (limit,)):
@@ -490,7 +476,7 @@ class SqliteStore:
         return events
 
     async def prune(self, before: datetime) -> int:
-        return await self._call("prune", partial(self._prune, _ts(before)))
+        return await self._call("prune", partial(self._prune, _ts(before)), write=True)
 
     def _prune(self, before: float) -> int:
         with self._transaction() as db:
@@ -506,6 +492,26 @@ class SqliteStore:
     def _checkpoint(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM checkpoints WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    lease_period = timedelta(seconds=15)
+
+    async def hold_lease(self, holder: str, now: datetime) -> Lease | None:
+        """Always granted: a SQLite file serves one replica, which leads."""
+        _ts(now)
+        return Lease(holder, 1)
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Nothing to give up: no other replica waits for it."""
+
+    async def set_checkpoints(
+        self, values: Mapping[str, str], *, fence: Lease | None = None
+    ) -> None:
+        job = partial(self._set_checkpoints, dict(values))
+        await self._call("set_checkpoints", job, write=True)
+
+    def _set_checkpoints(self, values: dict[str, str]) -> None:
+        with self._transaction() as db:
+            db.executemany(_SET_CHECKPOINT, values.items())
 
     async def totals(self) -> Totals:
         return await self._call("totals", self._totals)
@@ -529,11 +535,10 @@ class SqliteStore:
         )
 
     async def first_seen(self, kind: FirstSeenKind, name: str, now: datetime) -> datetime:
-        return await self._call("first_seen", partial(self._first_seen, kind, name, _ts(now)))
+        job = partial(self._first_seen, kind, name, _ts(now))
+        return await self._call("first_seen", job, write=True)
 
     async def first_seen_at(self, kind: FirstSeenKind, name: str) -> datetime | None:
-        """When ``name`` was first seen, or None if never (unlike :meth:`first_seen`, writes
-        nothing)."""
         return await self._call("first_seen_at", partial(self._first_seen_at, kind, name))
 
     def _first_seen_at(self, kind: str, name: str) -> datetime | None:
@@ -550,7 +555,7 @@ class SqliteStore:
 
     async def forget_first_seen(self, kind: FirstSeenKind, keep: Collection[str]) -> int:
         return await self._call(
-            "forget_first_seen", partial(self._forget_first_seen, kind, frozenset(keep))
+            "forget_first_seen", partial(self._forget_first_seen, kind, frozenset(keep)), write=True
         )
 
     def _forget_first_seen(self, kind: str, keep: frozenset[str]) -> int:
@@ -568,27 +573,16 @@ class SqliteStore:
         self, exercise: str, start: datetime, end: datetime, result: str, now: datetime
     ) -> bool:
         row = (exercise, _ts(start), _ts(end), result, _ts(now))
-        return await self._call("decide_window", partial(self._decide_window, row))
+        return await self._call("decide_window", partial(self._decide_window, row), write=True)
 
     def _decide_window(self, row: tuple[str, float, float, str, float]) -> bool:
         with self._transaction() as db:
             cursor = db.execute("INSERT OR IGNORE INTO windows VALUES (?, ?, ?, ?, ?)", row)
         return cursor.rowcount == 1
 
-    async def window_totals(self) -> dict[tuple[str, str], int]:
-        return await self._call("window_totals", self._window_totals)
-
     def _window_totals(self) -> dict[tuple[str, str], int]:
         sql = "SELECT exercise, result, count(*) FROM windows GROUP BY exercise, result"
         return {(e, r): n for e, r, n in self._db.execute(sql)}
-
-    async def last_decided_end(self, exercise: str) -> datetime | None:
-        return await self._call("last_decided_end", partial(self._last_decided_end, exercise))
-
-    def _last_decided_end(self, exercise: str) -> datetime | None:
-        sql = "SELECT max(end_time) FROM windows WHERE exercise = ?"
-        end: float | None = self._db.execute(sql, (exercise,)).fetchone()[0]
-        return None if end is None else _dt(end)
 
     async def exercise_history(self, limit: int) -> list[WindowHistory]:
         return await self._call("exercise_history", partial(self._exercise_history, limit))
@@ -632,3 +626,15 @@ class SqliteStore:
         )
         count: int = self._db.execute(sql, (exercise, start, end)).fetchone()[0]
         return count
+
+
+def _parse(fields: Fields, report: Report) -> object:
+    """``store: {sqlite: {}}``: nothing to set; the file is the config's ``state``."""
+    return ()
+
+
+def _build(settings: object, config: Config, read_only: bool) -> SqliteStore:
+    return SqliteStore(config.state_path, read_only=read_only)
+
+
+KIND: StoreKind[object] = StoreKind(spec={}, parse=_parse, build=_build)

@@ -16,7 +16,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,7 @@ class Daemon:
         )
         self.classifier = Classifier(watched)
         self.metrics.init_labels(watched, self._source_labels())
+        self.metrics.set_stale_after(self._stale_after())
         self.programme_metrics.init(rules)
 
     def _undeclared(self, rules: Rules) -> tuple[Principal, ...]:
@@ -241,6 +242,15 @@ class Daemon:
         if self.config.inventory.enabled:
             labels += [(INVENTORY_SOURCE, a.id, "global") for a in self.config.accounts]
         return labels
+
+    def _stale_after(self) -> dict[SourceLabels, float]:
+        """Each source's staleness bound; the inventory's is two runs plus a minute."""
+        bounds = {s.labels: s.staleness.total_seconds() for s in self.sources}
+        if self.config.inventory.enabled:
+            inventory = 2 * self.config.inventory.interval + timedelta(minutes=1)
+            for a in self.config.accounts:
+                bounds[(INVENTORY_SOURCE, a.id, "global")] = inventory.total_seconds()
+        return bounds
 
     async def _run_sources(self) -> None:
         """Run every source until stop; restart them all when a reload rebuilt them."""
@@ -330,11 +340,14 @@ class Daemon:
         now = self.clock()
         failed_accounts = {e.account for e in result.errors}
         for error in result.errors:
-            self.metrics.source_error(INVENTORY_SOURCE, error.account, "global", error.kind)
+            self.metrics.source_error(
+                INVENTORY_SOURCE, error.account, "global", error.kind, poll_failed=True
+            )
             log.warning(
                 "IAM inventory failed", extra={"account": error.account, "error": error.message}
             )
-        for account in {p.account for p in result.principals} - failed_accounts:
+        # Every account whose IAM reads succeeded, also one without break-glass principals.
+        for account in {a.id for a in self.config.accounts} - failed_accounts:
             self.metrics.source_success(INVENTORY_SOURCE, account, "global", now)
         max_age = self.config.inventory.max_access_key_age
         for principal in result.principals:

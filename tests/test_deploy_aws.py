@@ -580,4 +580,12 @@ def test_reader_role_grants_the_watcher_policy_reads(moto_endpoint: str) -> None
         # botocore cannot decode as JSON; AWS returns the JSON document.
         document = ast.literal_eval(document)
     granted = set().union(*(_actions(s) for s in document["Statement"]))
-    assert granted == IAM_READS | {"cloudtrail:LookupEvents"}
+    assert granted == IAM_READS | {"cloudtrail:LookupEvents", "sts:AssumeRole"}
+    canary = iam.get_role(RoleName="breakglass-watcher-canary")["Role"]
+    (trusted,) = canary["AssumeRolePolicyDocument"]["Statement"]
+    assert trusted["Principal"] == {"AWS": outputs["ReaderRoleArn"]}
+    assert iam.list_role_policies(RoleName="breakglass-watcher-canary")["PolicyNames"] == []
+    assert (
+        iam.list_attached_role_policies(RoleName="breakglass-watcher-canary")["AttachedPolicies"]
+        == []
+    )

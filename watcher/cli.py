@@ -157,6 +157,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from watcher.rules import load_rules
 
         rules = load_rules(_rules_path(args))
+        if args.config is not None:  # the canary roles travel the same path
+            from watcher.canary import with_canaries
+            from watcher.config import load_config
+
+            config = load_config(args.config)
+            rules = with_canaries(rules, config.canary, config.accounts)
         if args.what == "eventbridge-patterns":
             print(eventbridge_patterns_lines(rules))
         else:

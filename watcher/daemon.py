@@ -24,8 +24,11 @@ from prometheus_client import CollectorRegistry
 
 from watcher.aws import AwsClients
 from watcher.calendar import DEFAULT_MONTHS, calendar_span, render_calendar
+from watcher.canary import canary_accounts, canary_principals, sent_at
+from watcher.canary import send as send_canary
+from watcher.canary_metrics import CanaryMetrics
 from watcher.classify import Classifier
-from watcher.clock import Clock, utc_now
+from watcher.clock import Clock, iso_z, utc_now
 from watcher.config import load_config
 from watcher.credentials import access_key_ages, check_credentials
 from watcher.errors import ConfigError, StoreError
@@ -41,7 +44,7 @@ from watcher.rules import load_rules
 from watcher.settings import Config
 from watcher.sources.base import Source, SourceContext, SourceLabels
 from watcher.sources.registry import SOURCE_KINDS
-from watcher.sources.retry import RETRYABLE, RateBudgets
+from watcher.sources.retry import RETRYABLE, RateBudgets, classify_error
 from watcher.store.base import Store
 from watcher.store.sqlite import SqliteStore
 from watcher.waits import wait_any
@@ -69,6 +72,8 @@ class Daemon:
         self.registry = CollectorRegistry()
         self.metrics = WatcherMetrics(self.registry)
         self.programme_metrics = ProgrammeMetrics(self.registry)
+        self.canary_metrics = CanaryMetrics(self.registry)
+        self._canaries: frozenset[str] = frozenset()
         self.store = store_factory(config.state_path)
         self.stop = asyncio.Event()
         self.listening = asyncio.Event()
@@ -145,6 +150,7 @@ class Daemon:
                 tasks.create_task(
                     self._every(self.config.inventory.interval.total_seconds(), self._inventory)
                 )
+            tasks.create_task(self._canary_loop())
             tasks.create_task(self._reloads())
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
@@ -172,8 +178,17 @@ class Daemon:
             digest=rules.digest,
             people=rules.people,
         )
-        self.classifier = Classifier(watched)
+        # The canary roles are watched like break-glass roles but never become one's metrics.
+        canaries = canary_principals(self.config.canary, self.config.accounts)
+        self._canaries = frozenset(p.name for p in canaries)
+        self.classifier = Classifier(replace(watched, principals=watched.principals + canaries))
         self.metrics.init_labels(watched, self._source_labels())
+        self.canary_metrics.init(
+            (p.account for p in canaries),
+            self.config.canary.interval,
+            sorted({s.labels[0] for s in self.sources}),
+            self.clock(),
+        )
         self.metrics.set_stale_after(self._stale_after())
         self.programme_metrics.init(rules)
 
@@ -183,6 +198,12 @@ class Daemon:
 
     @property
     def watched_principals(self) -> tuple[Principal, ...]:
+        """The break-glass principals (declared and discovered)."""
+        return tuple(p for p in self.classifier.rules.principals if p.name not in self._canaries)
+
+    @property
+    def polled_principals(self) -> tuple[Principal, ...]:
+        """What the sources look up: the break-glass principals and the canary roles."""
         return self.classifier.rules.principals
 
     async def _reloads(self) -> None:
@@ -227,7 +248,7 @@ class Daemon:
             sink=self.sink,
             observer=self,
             checkpoints=self.store,
-            principals=lambda: self.watched_principals,
+            principals=lambda: self.polled_principals,
             clock=self.clock,
             budgets=self._budgets,
         )
@@ -268,9 +289,15 @@ class Daemon:
     ) -> None:
         """Classify, store, then count: returns only once the batch is durably stored."""
         now = self.clock()
-        verdicts = [
-            self._attributed(v) for e in events if (v := self.classifier.classify(e)) is not None
-        ]
+        verdicts = []
+        for event in events:
+            verdict = self.classifier.classify(event)
+            if verdict is None:
+                continue
+            if verdict.principal in self._canaries:
+                self._canary_seen(verdict, source, now)
+            else:
+                verdicts.append(self._attributed(verdict))
         if not verdicts and not checkpoints:
             return  # no break-glass event: nothing to store (most SQS batches)
         try:
@@ -297,6 +324,20 @@ class Daemon:
                     "source": source,
                 },
             )
+
+    def _canary_seen(self, verdict: Verdict, source: str, now: datetime) -> None:
+        """A canary record: proof the path works, never a break-glass use (not stored)."""
+        sent = sent_at(verdict.event)
+        self.canary_metrics.seen(source, verdict.event.account, sent, now)
+        log.info(
+            "canary seen",
+            extra={
+                "account": verdict.event.account,
+                "source": source,
+                "event_id": verdict.event.event_id,
+                "sent": None if sent is None else iso_z(sent),
+            },
+        )
 
     def _attributed(self, verdict: Verdict) -> Verdict:
         """A drill verdict with the declared person its event shows (``people.py``)."""
@@ -357,6 +398,29 @@ class Daemon:
             checks = check_credentials(principal, facts, max_key_age=max_age, now=now)
             self.metrics.set_credential_checks(principal.name, {c.check: c.ok for c in checks})
             self.metrics.set_access_key_ages(principal.name, access_key_ages(facts, now))
+
+    async def _canary_loop(self) -> None:
+        """Send the canary now and every ``canary.interval`` (read again after a reload)."""
+        while not self.stop.is_set():
+            await self._send_canaries()
+            await wait_any(self.stop, seconds=self.config.canary.interval.total_seconds())
+
+    async def _send_canaries(self) -> None:
+        """One canary call per chosen account; a failing account does not stop the others."""
+        settings = self.config.canary
+        clients = AwsClients(self.config.endpoint_url)
+        for account in canary_accounts(settings, self.config.accounts):
+            now = self.clock()
+            try:
+                await send_canary(clients, account, settings.role_name, now)
+            except RETRYABLE as exc:
+                log.warning(
+                    "canary call failed",
+                    extra={"account": account.id, "kind": classify_error(exc), "error": str(exc)},
+                )
+                continue
+            self.canary_metrics.sent_at(account.id, now)
+            log.info("canary sent", extra={"account": account.id, "sent": iso_z(now)})
 
     async def _prune(self) -> None:
         removed = await self.store.prune(self.clock() - self.config.retention)

@@ -543,6 +543,14 @@ def test_watcher_policy_grants_exactly_what_the_watcher_calls() -> None:
         "sqs:GetQueueAttributes",
         "kms:Decrypt",
         "sts:AssumeRole",
+        # drift checks
+        "events:DescribeRule",
+        "events:ListTargetsByRule",
+        "events:ListRuleNamesByTarget",
+        "sqs:GetQueueUrl",
+        "cloudwatch:GetMetricStatistics",
+        "cloudtrail:DescribeTrails",
+        "cloudtrail:GetTrailStatus",
     }
     assert not [a for a in granted if "*" in a]
 
@@ -580,7 +588,12 @@ def test_reader_role_grants_the_watcher_policy_reads(moto_endpoint: str) -> None
         # botocore cannot decode as JSON; AWS returns the JSON document.
         document = ast.literal_eval(document)
     granted = set().union(*(_actions(s) for s in document["Statement"]))
-    assert granted == IAM_READS | {"cloudtrail:LookupEvents", "sts:AssumeRole"}
+    assert granted == IAM_READS | {
+        "cloudtrail:LookupEvents",
+        "cloudtrail:DescribeTrails",
+        "cloudtrail:GetTrailStatus",
+        "sts:AssumeRole",
+    }
     canary = iam.get_role(RoleName="breakglass-watcher-canary")["Role"]
     (trusted,) = canary["AssumeRolePolicyDocument"]["Statement"]
     assert trusted["Principal"] == {"AWS": outputs["ReaderRoleArn"]}

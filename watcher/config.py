@@ -16,7 +16,14 @@ from pathlib import Path
 
 from watcher.durations import format_duration
 from watcher.errors import ConfigError, Problem
-from watcher.settings import DEFAULT_LISTEN, Account, CanarySettings, Config, Inventory
+from watcher.settings import (
+    DEFAULT_LISTEN,
+    Account,
+    CanarySettings,
+    Config,
+    Inventory,
+    PipelineChecks,
+)
 from watcher.sources.registry import SOURCE_KINDS
 from watcher.validation import (
     At,
@@ -49,6 +56,7 @@ _TOP = {
     "sources": Key("mapping", required=True),
     "inventory": Key("mapping"),
     "canary": Key("mapping"),
+    "checks": Key("mapping"),
     "detection_grace": Key("duration"),
     "retention": Key("duration"),
 }
@@ -67,6 +75,9 @@ _CANARY = {
     "role_name": Key("str"),
     "accounts": Key("list"),
 }
+_CHECKS = {"enabled": Key("bool"), "interval": Key("duration"), "eventbridge_rules": Key("list")}
+#: An EventBridge rule name.
+_RULE_NAME = re.compile(r"[\w.-]{1,64}")
 #: An IAM role name (no path): what ``canary.role_name`` may be.
 _ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
 
@@ -120,6 +131,7 @@ def parse_config(document: object, *, label: str, base_dir: Path) -> Config:
         sources=sources,
         inventory=_inventory(top, report),
         canary=_canary(top, accounts, report),
+        checks=_checks(top, report),
         detection_grace=timedelta(minutes=30) if grace is None else grace,
         retention=retention or timedelta(days=400),
     )
@@ -286,6 +298,29 @@ def _canary(top: Fields, accounts: tuple[Account, ...], report: Report) -> Canar
         interval=duration(fields, "interval", report) or defaults.interval,
         role_name=role_name,
         accounts=tuple(chosen),
+    )
+
+
+def _checks(top: Fields, report: Report) -> PipelineChecks:
+    defaults = PipelineChecks()
+    node = top.mapping("checks")
+    if node is None:
+        return defaults
+    fields = check_mapping(node, _CHECKS, top.at.key("checks"), report)
+    if fields is None:
+        return defaults
+    names = []
+    for where, name in text_items(
+        fields.items("eventbridge_rules"), fields.at.key("eventbridge_rules"), report
+    ):
+        if _RULE_NAME.fullmatch(name) is None:
+            report.add(where, f"{name!r} is not an EventBridge rule name")
+        else:
+            names.append(name)
+    return PipelineChecks(
+        enabled=fields.flag("enabled", True),
+        interval=duration(fields, "interval", report) or defaults.interval,
+        eventbridge_rules=tuple(names),
     )
 
 

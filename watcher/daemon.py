@@ -39,6 +39,8 @@ from watcher.lifecycle import Lifecycle
 from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
 from watcher.model import Principal, Rules, TrailEvent, Verdict
 from watcher.people import attribute
+from watcher.pipeline import PipelineReport, check_config
+from watcher.pipeline_metrics import PipelineMetrics
 from watcher.programme_metrics import ProgrammeMetrics
 from watcher.rules import load_rules
 from watcher.settings import Config
@@ -73,6 +75,8 @@ class Daemon:
         self.metrics = WatcherMetrics(self.registry)
         self.programme_metrics = ProgrammeMetrics(self.registry)
         self.canary_metrics = CanaryMetrics(self.registry)
+        self.pipeline_metrics = PipelineMetrics(self.registry)
+        self._failing_checks: dict[tuple[str, str, str, str], str] = {}
         self._canaries: frozenset[str] = frozenset()
         self.store = store_factory(config.state_path)
         self.stop = asyncio.Event()
@@ -151,6 +155,7 @@ class Daemon:
                     self._every(self.config.inventory.interval.total_seconds(), self._inventory)
                 )
             tasks.create_task(self._canary_loop())
+            tasks.create_task(self._checks_loop())
             tasks.create_task(self._reloads())
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
@@ -421,6 +426,41 @@ class Daemon:
                 continue
             self.canary_metrics.sent_at(account.id, now)
             log.info("canary sent", extra={"account": account.id, "sent": iso_z(now)})
+
+    async def _checks_loop(self) -> None:
+        """Run the drift checks now and every ``checks.interval`` (read again after a reload)."""
+        while not self.stop.is_set():
+            if self.config.checks.enabled:
+                await self.check_pipeline()
+            await wait_any(self.stop, seconds=self.config.checks.interval.total_seconds())
+
+    async def check_pipeline(self) -> PipelineReport:
+        """One run of the drift checks: metrics replaced; a check that starts failing (or
+        fails for a new reason) is logged once, and so is its recovery."""
+        report = await check_config(self.config, self.clock())
+        self.pipeline_metrics.show(report)
+        failing = {
+            (c.check, c.account, c.region, c.resource): c.reason for c in report.checks if not c.ok
+        }
+        for key, reason in failing.items():
+            if self._failing_checks.get(key) != reason:
+                log.warning(
+                    "pipeline check failing",
+                    extra={
+                        "check": key[0],
+                        "account": key[1],
+                        "region": key[2],
+                        "resource": key[3],
+                        "reason": reason,
+                    },
+                )
+        for key in self._failing_checks.keys() - failing.keys():
+            log.info(
+                "pipeline check ok again",
+                extra={"check": key[0], "account": key[1], "region": key[2], "resource": key[3]},
+            )
+        self._failing_checks = failing
+        return report
 
     async def _prune(self) -> None:
         removed = await self.store.prune(self.clock() - self.config.retention)

@@ -39,6 +39,15 @@ class CanarySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PipelineChecks:
+    """``checks:`` of the config (``watcher/pipeline.py``)."""
+
+    enabled: bool = False
+    interval: timedelta = timedelta(minutes=5)
+    eventbridge_rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything ``run`` needs. Paths are absolute (resolved against the config file's folder)."""
 
@@ -52,6 +61,7 @@ class Config:
     their settings types are in ``watcher/sources/registry.py``."""
     inventory: Inventory = field(default_factory=Inventory)
     canary: CanarySettings = field(default_factory=CanarySettings)
+    checks: PipelineChecks = field(default_factory=PipelineChecks)
     detection_grace: timedelta = timedelta(minutes=30)
     retention: timedelta = timedelta(days=400)
     source_file: Path | None = None

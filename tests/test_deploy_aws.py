@@ -517,41 +517,12 @@ def _actions(statement: dict[str, Any]) -> set[str]:
     return {actions} if isinstance(actions, str) else set(actions)
 
 
-IAM_READS = {
-    "iam:ListUsers",
-    "iam:ListRoles",
-    "iam:ListUserTags",
-    "iam:ListRoleTags",
-    "iam:GetUser",
-    "iam:GetRole",
-    "iam:ListAccessKeys",
-    "iam:GetAccessKeyLastUsed",
-    "iam:GetLoginProfile",
-    "iam:ListMFADevices",
-}
-
-
-def test_watcher_policy_grants_exactly_what_the_watcher_calls() -> None:
+def test_watcher_policy_grants_no_wildcard_action() -> None:
+    """Which actions: tests/test_least_privilege.py derives them from the recorded calls."""
     policy = json.loads(WATCHER_POLICY.read_text())
     assert policy["Version"] == "2012-10-17"
     assert all(s["Effect"] == "Allow" for s in policy["Statement"])
     granted = set().union(*(_actions(s) for s in policy["Statement"]))
-    assert granted == IAM_READS | {
-        "cloudtrail:LookupEvents",
-        "sqs:ReceiveMessage",
-        "sqs:DeleteMessage",
-        "sqs:GetQueueAttributes",
-        "kms:Decrypt",
-        "sts:AssumeRole",
-        # drift checks
-        "events:DescribeRule",
-        "events:ListTargetsByRule",
-        "events:ListRuleNamesByTarget",
-        "sqs:GetQueueUrl",
-        "cloudwatch:GetMetricStatistics",
-        "cloudtrail:DescribeTrails",
-        "cloudtrail:GetTrailStatus",
-    }
     assert not [a for a in granted if "*" in a]
 
 
@@ -587,13 +558,10 @@ def test_reader_role_grants_the_watcher_policy_reads(moto_endpoint: str) -> None
         # moto's CloudFormation stores an inline role policy as str(dict), a Python repr that
         # botocore cannot decode as JSON; AWS returns the JSON document.
         document = ast.literal_eval(document)
+    # The stack deploys the template's policy (whose actions tests/test_least_privilege.py
+    # derives from the recorded calls).
     granted = set().union(*(_actions(s) for s in document["Statement"]))
-    assert granted == IAM_READS | {
-        "cloudtrail:LookupEvents",
-        "cloudtrail:DescribeTrails",
-        "cloudtrail:GetTrailStatus",
-        "sts:AssumeRole",
-    }
+    assert "iam:GetAccountSummary" in granted and not [a for a in granted if "*" in a]
     canary = iam.get_role(RoleName="breakglass-watcher-canary")["Role"]
     (trusted,) = canary["AssumeRolePolicyDocument"]["Statement"]
     assert trusted["Principal"] == {"AWS": outputs["ReaderRoleArn"]}

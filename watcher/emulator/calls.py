@@ -29,11 +29,18 @@ from watcher.emulator.records import assume_role_record, iam_user_identity
 _SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")
 #: SigV4 signing names that differ from the IAM action prefix.
 _IAM_PREFIX = {"monitoring": "cloudwatch", "email": "ses"}
+#: API actions authorised by another action's permission (SQS batch calls: "the permission for
+#: the batch action is that of the single action", per the SQS API reference).
+_AUTHORISED_AS = {
+    "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+    "sqs:SendMessageBatch": "sqs:SendMessage",
+    "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One signed AWS request: ``action`` is ``service:Action`` as IAM policies name it."""
+    """One signed AWS request: ``action`` is the IAM action that authorises it."""
 
     action: str
     region: str
@@ -68,7 +75,8 @@ def parse_entry(entry: dict[str, Any]) -> Call | None:
         name = params.get("Action", "")
     if not name:
         return None
-    return Call(f"{_IAM_PREFIX.get(service, service)}:{name}", region, access_key, params)
+    action = f"{_IAM_PREFIX.get(service, service)}:{name}"
+    return Call(_AUTHORISED_AS.get(action, action), region, access_key, params)
 
 
 class CallRecorder:

@@ -23,6 +23,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from watcher.aws import AwsClients
+from watcher.build_info import register_process_metrics
 from watcher.calendar import DEFAULT_MONTHS, calendar_span, render_calendar
 from watcher.canary import canary_accounts, canary_principals, sent_at
 from watcher.canary import send as send_canary
@@ -72,6 +73,7 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.registry = CollectorRegistry()
+        register_process_metrics(self.registry)
         self.metrics = WatcherMetrics(self.registry)
         self.programme_metrics = ProgrammeMetrics(self.registry)
         self.canary_metrics = CanaryMetrics(self.registry)

@@ -371,6 +371,43 @@ def test_the_dead_letter_queue_raises_an_alarm() -> None:
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
 
 
+def test_forwarder_targets_have_a_dead_letter_queue_with_an_alarm(moto_endpoint: str) -> None:
+    """Every forwarding target keeps what the central bus refuses, and an alarm says so (the
+    alarm checked statically: moto's CloudFormation cannot create it)."""
+    resources = load_template(FORWARDER)["Resources"]
+    rules = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    assert len(rules) == 5
+    for rule in rules:
+        for target in rule["Properties"]["Targets"]:
+            assert target["DeadLetterConfig"] == {
+                "Arn": {"Fn::GetAtt": ["ForwarderDeadLetterQueue", "Arn"]}
+            }
+    alarm = resources["ForwarderDeadLetterQueueAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["ForwarderDeadLetterQueue", "QueueName"]}}
+    ]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    (allow,) = resources["ForwarderDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+    assert allow["Action"] == "sqs:SendMessage"
+    outputs = create_stack(
+        moto_endpoint,
+        FORWARDER,
+        {
+            "CentralEventBusArn": f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/default",
+            "BreakGlassRoleArns": ROLE_ARN,
+            "BreakGlassUserNames": USER_NAME,
+        },
+        region="eu-west-1",
+    )
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    url = outputs["ForwarderDeadLetterQueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attributes["MessageRetentionPeriod"] == "1209600"
+
+
 def test_outputs_match_the_example_config_and_the_watcher_policy(moto_endpoint: str) -> None:
     outputs = create_stack(moto_endpoint, CENTRAL, CENTRAL_PARAMETERS)
     config = yaml.safe_load(K8S_CONFIG.read_text())

@@ -264,7 +264,7 @@ def problems(prometheus: Prometheus) -> list[str]:
 
 def alert_exprs() -> list[tuple[str, str]]:
     document = yaml.safe_load(ALERTS.read_text())
-    return [(r["alert"], r["expr"]) for g in document["groups"] for r in g["rules"]]
+    return [(r["alert"], r["expr"]) for g in document["groups"] for r in g["rules"] if "alert" in r]
 
 
 def rule_health(prometheus: Prometheus) -> dict[str, str]:

@@ -45,12 +45,17 @@ def test_demo_once_passes_every_check() -> None:
         'result="detected"} = 1',
         "PASS  each event counted once: 4 records delivered twice each",
         f"PASS  drill recorded for {PARTICIPANT}: last drill ",
+        "PASS  canary travels both paths, never counted as a use: seen through eventbridge and "
+        "lookup",
         "/calendar.ics  (subscribe a team calendar to it)\n",
     ):
         assert line in out, out
     assert "FAIL" not in out
     assert "# Break-glass exercise record: demo-drill" in out
     assert "CloudTrail stand-in" in out
+    # The canary's delay per source (send → classified).
+    for source in ("eventbridge", "lookup"):
+        assert f"{source:<12} canary seen, delay send → classified " in out, out
     for path in ("/metrics", "/api/events", "/api/exercises", "/readyz"):
         assert f"{path}\n" in out
     # The table of what the watcher classified: the drill's two calls and the unexpected use's.

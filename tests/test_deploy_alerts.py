@@ -39,6 +39,14 @@ CONTRACT_METRICS = frozenset(
         "breakglass_inventory_unwatched_principals",
         "breakglass_source_up",
         "breakglass_source_last_success_timestamp_seconds",
+        "breakglass_source_stale_after_seconds",
+        "breakglass_canary_last_seen_timestamp_seconds",
+        "breakglass_canary_sent_timestamp_seconds",
+        "breakglass_canary_interval_seconds",
+        "breakglass_canary_delay_seconds",
+        "breakglass_pipeline_check",
+        "breakglass_queue_messages",
+        "breakglass_queue_oldest_message_age_seconds",
         "breakglass_source_errors_total",
         "breakglass_detection_delay_seconds",
         "breakglass_rules_info",
@@ -126,14 +134,50 @@ def test_alert_conventions(rule: dict[str, Any]) -> None:
     assert metric_names(rule["expr"]) <= CONTRACT_METRICS
 
 
-def test_first_event_alerts_use_increase_not_rate_of_uninitialised_series() -> None:
-    """Use alerts must see the first event: increase() over counters initialised to 0."""
+def load_recording_rules() -> dict[str, str]:
+    """Every recording rule of alerts.yml: recorded name to expression."""
+    document = yaml.safe_load(ALERTS.read_text())
+    return {r["record"]: r["expr"] for g in document["groups"] for r in g["rules"] if "record" in r}
+
+
+def test_use_alerts_read_the_restart_proof_recording_rule() -> None:
+    """Use alerts must see a use made while the watcher was down (a new pod's first sample):
+    they read the per-deployment series, never increase() of the per-pod counter."""
     by_name = {rule["alert"]: rule for rule in load_alert_rules()}
-    for name in ("BreakGlassUnexpectedUse", "BreakGlassFailedAttempt"):
+    records = load_recording_rules()
+    assert "without (instance, pod)" in records["breakglass:events_total:max"]
+    for name in (
+        "BreakGlassUnexpectedUse",
+        "BreakGlassFailedAttempt",
+        "BreakGlassDrillAttemptFailed",
+    ):
         expr = by_name[name]["expr"]
-        assert "increase(breakglass_events_total" in expr
+        assert "breakglass:events:new30m" in expr
+        assert "breakglass_events_total" not in expr
         assert by_name[name].get("for", "0m") == "0m"
+    for name in (
+        "BreakGlassUnexpectedUse",
+        "BreakGlassFailedAttempt",
+        "BreakGlassDrillWindowMissed",
+    ):
         assert by_name[name]["labels"]["severity"] == "critical"
+
+
+_AGGREGATION = re.compile(r"\b(?:sum|max|min|avg|count) by \(([^)]*)\)")
+
+
+@pytest.mark.parametrize("rule", load_alert_rules(), ids=lambda rule: str(rule["alert"]))
+def test_aggregations_keep_cluster_namespace_and_job(rule: dict[str, Any]) -> None:
+    for labels in _AGGREGATION.findall(rule["expr"]):
+        kept = {label.strip() for label in labels.split(",")}
+        assert {"cluster", "namespace", "job"} <= kept, rule["expr"]
+
+
+def test_runbook_links_share_one_configurable_base() -> None:
+    """Every runbook_url is the external label runbook_base_url (or the default) + anchor."""
+    bases = {rule["annotations"]["runbook_url"].partition("#")[0] for rule in load_alert_rules()}
+    assert len(bases) == 1
+    assert "$externalLabels.runbook_base_url" in bases.pop()
 
 
 def test_metric_names_strips_histogram_suffixes_only_for_contract_histograms() -> None:

@@ -220,6 +220,8 @@ def test_build_context_holds_exactly_what_pip_install_needs(
         if not source.startswith("--")
     ]
     assert sources
+    # pyproject.toml's license-files: the build fails without it.
+    assert "LICENSE" in sources
     for source in sources:
         assert (ROOT / source).exists(), source
         assert not dockerignore_excludes(patterns, source), source

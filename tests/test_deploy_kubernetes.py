@@ -140,6 +140,7 @@ def test_every_object_is_accounted_for() -> None:
             "ConfigMap",
             "Deployment",
             "Namespace",
+            "NetworkPolicy",
             "PersistentVolumeClaim",
             "PrometheusRule",
             "Service",
@@ -276,6 +277,22 @@ def test_service_and_service_monitor_reach_the_pod() -> None:
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == port["name"]
     assert endpoint["path"] == "/metrics"
+
+
+def test_only_the_prometheus_namespace_reaches_the_port() -> None:
+    policy = one("NetworkPolicy")
+    pod_labels = one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    (source,) = rule["from"]
+    assert source == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    (port,) = rule["ports"]
+    ports = {p["name"] for p in container()["ports"]}
+    assert port["port"] in ports and port["protocol"] == "TCP"
 
 
 def test_prometheus_rule_carries_exactly_the_alerts_of_alerts_yml() -> None:

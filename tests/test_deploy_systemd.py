@@ -98,7 +98,9 @@ def test_lifecycle(unit: Unit) -> None:
     assert PurePosixPath(argv[0]).name == "breakglass-watcher"
     assert argv[1:] == ["run", "-c", "/etc/breakglass-watcher/config.yaml"]
     assert single(unit, "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
-    assert single(unit, "Service", "Restart") == "on-failure"
+    assert single(unit, "Service", "Restart") == "always"
+    assert single(unit, "Unit", "StartLimitIntervalSec") == "0"
+    assert single(unit, "Service", "MemoryMax") == "256M"
     assert single(unit, "Install", "WantedBy") == "multi-user.target"
     assert "network-online.target" in single(unit, "Unit", "After")
 

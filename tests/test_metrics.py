@@ -64,6 +64,7 @@ ADDED = {
     # {account}, set by each inventory run: no series before the first.
     "breakglass_inventory_unwatched_principals": ("gauge", set()),
     "breakglass_leader": ("gauge", {"replica"}),
+    "breakglass_source_stale_after_seconds": ("gauge", SRC),
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -124,6 +125,7 @@ def fully_populated() -> WatcherMetrics:
     metrics.set_credential_checks("emergency-user", {"mfa_device": True, "access_key_age": False})
     metrics.set_access_key_ages("emergency-user", {"AKIAEXAMPLE1": 86400.0})
     metrics.source_success("lookup", ACCOUNT, "us-east-1", NOW)
+    metrics.set_stale_after({("lookup", ACCOUNT, "us-east-1"): 240.0})
     metrics.malformed("eventbridge")
     metrics.config_reloaded(True)
     metrics.set_leader("watcher-0:1", True)
@@ -323,10 +325,18 @@ def test_source_health() -> None:
     assert value(metrics, last, **where) == NOW.timestamp()
     metrics.source_error("lookup", ACCOUNT, "us-east-1", "malformed")
     assert value(metrics, "breakglass_source_up", **where) == 1.0
+    # A throttled call is retried: counted, but no failed poll (issue 13).
     metrics.source_error("lookup", ACCOUNT, "us-east-1", "throttled")
-    assert value(metrics, "breakglass_source_up", **where) == 0.0
+    assert value(metrics, "breakglass_source_up", **where) == 1.0
     assert value(metrics, "breakglass_source_errors_total", **where, kind="throttled") == 1.0
+    metrics.source_error("lookup", ACCOUNT, "us-east-1", "network")
+    assert value(metrics, "breakglass_source_up", **where) == 0.0
     assert value(metrics, last, **where) == NOW.timestamp()
+    # The inventory reports only finished runs: a throttled run is a failed one.
+    metrics.source_error("iam", ACCOUNT, "global", "throttled", poll_failed=True)
+    assert (
+        value(metrics, "breakglass_source_up", source="iam", account=ACCOUNT, region="global") == 0
+    )
 
 
 def test_window_state_and_reload_result() -> None:

@@ -7,7 +7,9 @@ Drill recency needs the daemon's state (last drill per principal, when watching 
 read from ``state_path`` when that file exists; a never-drilled principal the daemon has not
 recorded yet gets "first watched" = now, as the daemon would on its first tick. Without a state
 file the check is left out and a note says so. The same state gives every person of
-``people:`` their last attributed drill; an overdue person is a failing check too.
+``people:`` their last attributed drill; an overdue person is a failing check too. With
+``checks:`` in the config, the pipeline's drift checks (``watcher/pipeline.py``) are reported
+with their reasons, and a failing one fails the audit.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from watcher.aws import AwsClients
 from watcher.credentials import CheckResult, check_credentials, drill_due
 from watcher.inventory import AccountError, discover
 from watcher.model import Person, Principal, Rules
+from watcher.pipeline import Check, check_config
 from watcher.programme_metrics import person_due_at
 from watcher.rules import load_rules
 from watcher.settings import Config
@@ -64,10 +67,15 @@ class AuditReport:
     notes: tuple[str, ...]
     now: datetime
     people: tuple[PersonDrill, ...] = ()
+    pipeline: tuple[Check, ...] = ()
 
     @property
     def failing(self) -> int:
-        return sum(not c.ok for c in self.checks) + sum(not p.ok for p in self.people)
+        return (
+            sum(not c.ok for c in self.checks)
+            + sum(not p.ok for p in self.people)
+            + sum(not c.ok for c in self.pipeline)
+        )
 
     @property
     def ok(self) -> bool:
@@ -101,6 +109,7 @@ async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
         people = await _people_drills(config, rules.people, now)
     else:
         notes.append(f"drill recency not checked: no state file at {config.state_path}")
+    pipeline = (await check_config(config, now)).checks if config.checks.enabled else []
     order = {p.name: i for i, p in enumerate(inventory.principals)}
     return AuditReport(
         principals=inventory.principals,
@@ -110,6 +119,7 @@ async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
         notes=tuple(notes),
         now=now,
         people=tuple(people),
+        pipeline=tuple(pipeline),
     )
 
 
@@ -180,6 +190,13 @@ def format_table(report: AuditReport) -> str:
             f"  [{', '.join(p.person.principals)}]"
             for p in report.people
         ]
+    if report.pipeline:
+        lines += ["", "Pipeline (checks:):"]
+        lines += [
+            f"  {_mark(c.ok):<4}  {c.check}  {c.account}/{c.region}  {c.resource}"
+            + (f"  {c.reason}" if c.reason else "")
+            for c in report.pipeline
+        ]
     if report.errors:
         lines += ["", "Account errors:"]
         lines += [f"  FAIL  {e.account}  {e.kind}: {e.message}" for e in report.errors]
@@ -205,6 +222,10 @@ def format_json(report: AuditReport) -> str:
     rows += [
         _row(None, "person_drill", p.ok, f"person {p.person.name}: {p.reason}")
         for p in report.people
+    ]
+    rows += [
+        _row(None, f"pipeline:{c.check}", c.ok, c.reason or c.resource, c.account)
+        for c in report.pipeline
     ]
     rows += [
         _row(None, "source", False, f"{e.kind}: {e.message}", e.account) for e in report.errors

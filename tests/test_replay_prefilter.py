@@ -27,10 +27,11 @@ from hypothesis import strategies as st
 
 from watcher import replay_file
 from watcher.emulator.archive import noise_record
+from watcher.gunzip import ERRORS, GUNZIP, ZLIB_GUNZIP
 from watcher.model import Principal, Rules
 from watcher.prefilter import Prefilter, glob_literal, needles
 from watcher.replay import input_files, run_replay
-from watcher.replay_file import GUNZIP, ZLIB_GUNZIP, ReplayEngine, classify_file
+from watcher.replay_file import ReplayEngine, classify_file
 from watcher.rules import load_rules
 
 REAL = Path(__file__).resolve().parent / "data" / "real"
@@ -295,6 +296,9 @@ HOSTILE: dict[str, bytes] = {
     "BOM": b"\xef\xbb\xbf" + _log([ROOT_USE]),
     "empty": b"",
     "empty gz": gzip.compress(b""),
+    "two gzip members": gzip.compress(_log([ROOT_USE])) + gzip.compress(_log(CORPUS)),
+    "bytes after the gzip member": gzip.compress(_log(CORPUS)) + b"\0\0junk",
+    "a gzip trailer that lies about the size": gzip.compress(_log(CORPUS))[:-4] + b"\1\0\0\0",
 }
 
 
@@ -306,8 +310,10 @@ def test_hostile_files_print_the_same(name: str, tmp_path: Path) -> None:
     path.write_bytes(HOSTILE[name])
     assert_same_output(RULES, [path, good])
     code, _, errors = replay(RULES, [path, good], strict=False)
-    if name in {"corrupt gz", "truncated gz"}:  # located, and the good file still counts
+    if name in {"corrupt gz", "truncated gz", "bytes after the gzip member"} or "lies" in name:
         assert code == 1 and errors[0].startswith(f"error: {path}: cannot read")
+    else:  # the good file still counts after a bad one
+        assert code == 0 and not errors
 
 
 @pytest.mark.xfail(strict=True, reason="the fast path's known limit, docs/design.md")
@@ -383,14 +389,28 @@ def test_prefilter_scans_case_insensitively_and_reports_alarms_exactly() -> None
 
 
 def test_isal_and_zlib_read_the_same(tmp_path: Path) -> None:
-    isal = pytest.importorskip("isal.igzip")
-    assert GUNZIP is isal.decompress  # the fast one is used when installed
+    pytest.importorskip("isal")
+    assert GUNZIP is not ZLIB_GUNZIP  # the fast one is used when installed
     for name, data in [("corpus", gzip.compress(_log(CORPUS))), *HOSTILE.items()]:
         results = [
             classify_file(name, data, ReplayEngine(RULES, gunzip=gunzip))
             for gunzip in (GUNZIP, ZLIB_GUNZIP)
         ]
         assert results[0] == results[1], name
+
+
+@pytest.mark.parametrize("gunzip", [GUNZIP, ZLIB_GUNZIP])
+def test_gunzip_reads_every_member_and_refuses_trailing_bytes(gunzip: Any) -> None:
+    data = _log(CORPUS)
+    assert gunzip(gzip.compress(data)) == data
+    assert gunzip(gzip.compress(data) + gzip.compress(b"[]")) == data + b"[]"
+    for broken in (
+        gzip.compress(data) + b"junk",
+        gzip.compress(data)[:-100],
+        gzip.compress(data)[:-4] + b"\0\0\0\0",  # the size in the trailer is checked too
+    ):
+        with pytest.raises(ERRORS):
+            gunzip(broken)
 
 
 def test_the_engine_pickles_as_its_rules() -> None:

@@ -31,8 +31,13 @@ def _class_end(glob: str, i: int) -> int:
 
 
 def widened(glob: str) -> bytes:
-    """A hyperscan regex (over UTF-8 bytes) matching every name ``glob`` matches."""
-    parts = [rb"\A"]
+    """A hyperscan regex (over UTF-8 bytes) matching every name ``glob`` matches. A leading or
+    trailing ``*`` becomes an open end (a smaller automaton, compiled faster)."""
+    core = glob.strip("*") or glob
+    head = rb"\A" if core == glob or not glob.startswith("*") else b""
+    tail = rb"\z" if core == glob or not glob.endswith("*") else b""
+    glob = core
+    parts = [head]
     i = 0
     while i < len(glob):
         char = glob[i]
@@ -46,7 +51,7 @@ def widened(glob: str) -> bytes:
         else:
             parts.append(re.escape(char.encode()))
         i += 1
-    parts.append(rb"\z")
+    parts.append(tail)
     return b"".join(parts)
 
 
@@ -54,7 +59,8 @@ class GlobSet:
     """``first(name)``: the index of the first glob in ``globs`` that matches ``name`` whole."""
 
     def __init__(self, globs: Sequence[str]) -> None:
-        self._exact = [re.compile(translate(glob)) for glob in globs]
+        self._globs = tuple(globs)
+        self._exact: dict[int, re.Pattern[str]] = {}  # compiled when first a candidate
         self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         self._db.compile(
             expressions=[widened(glob) for glob in globs],
@@ -65,7 +71,7 @@ class GlobSet:
 
     def first(self, name: str) -> int | None:
         if not name:  # hyperscan reports no match in an empty buffer
-            candidates: Sequence[int] = range(len(self._exact))
+            candidates: Sequence[int] = range(len(self._globs))
         else:
             hits: list[int] = []
 
@@ -74,4 +80,10 @@ class GlobSet:
 
             self._db.scan(name.encode("utf-8", "surrogatepass"), match_event_handler=on_match)
             candidates = sorted(hits)
-        return next((i for i in candidates if self._exact[i].match(name)), None)
+        return next((i for i in candidates if self._confirm(i, name)), None)
+
+    def _confirm(self, index: int, name: str) -> bool:
+        exact = self._exact.get(index)
+        if exact is None:
+            exact = self._exact[index] = re.compile(translate(self._globs[index]))
+        return exact.match(name) is not None

@@ -9,6 +9,8 @@ returns where they occur. A record that contains none of them is never identifie
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from collections.abc import Sequence
 
@@ -67,7 +69,24 @@ def needles(rules: Rules) -> list[bytes] | None:
         if own is None:
             return None
         found.update(n.lower() for n in own)
-    return sorted(n for n in found if not any(m != n and m in n for m in found))
+    return _minimal(found)
+
+
+def _minimal(found: set[bytes]) -> list[bytes]:
+    """``found`` without the needles that contain another one (one ``find`` pass per needle
+    over all of them joined, not one comparison per pair)."""
+    ordered = sorted(found)
+    joined = b"\0".join(ordered)
+    starts = list(itertools.accumulate((len(n) + 1 for n in ordered[:-1]), initial=0))
+    redundant: set[int] = set()
+    for index, needle in enumerate(ordered):
+        at = joined.find(needle)
+        while at >= 0:
+            holder = bisect.bisect_right(starts, at) - 1
+            if holder != index:
+                redundant.add(holder)
+            at = joined.find(needle, at + 1)
+    return [n for i, n in enumerate(ordered) if i not in redundant]
 
 
 class Prefilter:
@@ -78,8 +97,9 @@ class Prefilter:
 
     def __init__(self, patterns: Sequence[bytes], alarms: Sequence[bytes] = ()) -> None:
         self.patterns = tuple(patterns)
+        self._alarms = tuple(alarms)
         self._ascii = self._compile([p for p in self.patterns if p.isascii()], alarms)
-        self._any = self._compile(self.patterns, alarms)
+        self._any: tuple[hyperscan.Database, int] | None = None  # compiled when first needed
 
     @staticmethod
     def _compile(
@@ -97,7 +117,12 @@ class Prefilter:
 
     def scan(self, data: bytes) -> tuple[list[int], list[int]]:
         """The end offsets of every needle occurrence and of every alarm in ``data``, ascending."""
-        db, first_alarm = self._ascii if data.isascii() else self._any
+        if data.isascii():
+            db, first_alarm = self._ascii
+        else:
+            if self._any is None:
+                self._any = self._compile(self.patterns, self._alarms)
+            db, first_alarm = self._any
         ends: list[int] = []
         alarms: list[int] = []
 

@@ -14,15 +14,13 @@ uses found never differ; ``strict`` reads every file in full. No I/O here: the c
 from __future__ import annotations
 
 import gc
-import gzip
 import io
 import re
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -39,18 +37,10 @@ from watcher.events import (
     iter_stream,
     one_record,
 )
+from watcher.gunzip import ERRORS as GUNZIP_ERRORS
+from watcher.gunzip import GUNZIP, ZLIB_GUNZIP
 from watcher.model import Rules, TrailEvent, Verdict
 from watcher.prefilter import Prefilter, needles
-
-_GUNZIP_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error)
-try:
-    from isal import igzip, isal_zlib
-
-    GUNZIP: Callable[[bytes], bytes] = igzip.decompress
-    _GUNZIP_ERRORS += (cast("type[Exception]", isal_zlib.error),)  # its stub calls it an instance
-except ImportError:  # isal has no wheel for this platform: the standard library's zlib
-    GUNZIP = gzip.decompress
-ZLIB_GUNZIP: Callable[[bytes], bytes] = gzip.decompress
 
 MAX_FILE_WARNINGS = 20  # located warnings kept per file (the run prints at most as many)
 RECORD_START = b'{"eventVersion"'  # how CloudTrail starts every record of a log file
@@ -274,7 +264,7 @@ def classify_file(name: str, data: bytes, engine: ReplayEngine) -> FileResult:
     if data[:2] == GZIP_MAGIC:
         try:
             text = engine.gunzip(data)
-        except _GUNZIP_ERRORS:  # corrupt or truncated: the streaming reader says where,
+        except GUNZIP_ERRORS:  # corrupt or truncated: the streaming reader says where,
             # and keeps what it read before the damage
             return _full(result, iter_data(data, name), engine)
     else:

@@ -1,9 +1,11 @@
 """The yardsticks of ``bench/replay.py``: read every ``.json.gz`` below a folder and do only
 this much with each file, as a whole process of its own.
 
-    .venv/bin/python bench/replay_baselines.py {zlib,isal,json,orjson} FOLDER
+    .venv/bin/python bench/replay_baselines.py {zlib,isal,sized,json,orjson} FOLDER
 
-``zlib``/``isal``: gunzip alone; ``json``/``orjson``: gunzip (zlib) and parse the document.
+``zlib``/``isal``: gunzip alone (``gzip.decompress``, ``igzip.decompress``); ``sized``: replay's
+own gunzip (isal, one buffer sized by the gzip trailer: the floor of replay); ``json``/``orjson``:
+gunzip (zlib) and parse the document.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from pathlib import Path
 import orjson
 from isal import igzip
 
+from watcher.gunzip import GUNZIP
+
 MODES: dict[str, Callable[[bytes], object]] = {
     "zlib": gzip.decompress,
     "isal": igzip.decompress,
+    "sized": GUNZIP,
     "json": lambda data: json.loads(gzip.decompress(data)),
     "orjson": lambda data: orjson.loads(gzip.decompress(data)),
 }

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from watcher import replay_file
@@ -36,6 +36,8 @@ from watcher.rules import load_rules
 
 REAL = Path(__file__).resolve().parent / "data" / "real"
 RULES = load_rules(REAL / "rules.yaml")
+# No name of the corpus has a "k", the letter KELVIN SIGN lower-cases to: one more user that has.
+KESTREL = Principal("bg-kestrel", "user", "111122223333", iam_names=("kestrel",))
 
 
 def _as_pattern(principal: Principal) -> Principal:
@@ -48,8 +50,9 @@ def _as_pattern(principal: Principal) -> Principal:
 
 
 # The same principals matched by name patterns: the prefilter's needles are the globs' literals.
-PATTERN_RULES = Rules(tuple(_as_pattern(p) for p in RULES.principals), RULES.exercises)
-RULE_SETS = {"names": RULES, "patterns": PATTERN_RULES}
+NAME_RULES = Rules((*RULES.principals, KESTREL), RULES.exercises)
+PATTERN_RULES = Rules(tuple(_as_pattern(p) for p in NAME_RULES.principals), RULES.exercises)
+RULE_SETS = {"names": NAME_RULES, "patterns": PATTERN_RULES}
 
 
 def corpus_records() -> list[dict[str, Any]]:
@@ -73,6 +76,12 @@ def corpus_records() -> list[dict[str, Any]]:
 
 
 CORPUS = corpus_records()
+ANAYA_LOGIN = "fed06f42-cb12-4764-8c69-121063dc79b9"  # an IAM user's console sign-in
+KESTREL_LOGIN = json.loads(
+    json.dumps(next(r for r in CORPUS if r.get("eventID") == ANAYA_LOGIN))
+    .replace("anaya", "kestrel")
+    .replace(ANAYA_LOGIN, "kestrel-login")
+)
 CORPUS_USES = 32  # the uses of the corpus after de-duplication (expected.yaml, tests of issue 11)
 
 
@@ -131,15 +140,22 @@ class Style:
     """How a variant writes its JSON."""
 
     spaces: tuple[str, ...]  # what goes between tokens
-    escape: float  # share of characters written as \\uXXXX (and "/" as "\\/")
+    escape: float  # share of characters of values written as \\uXXXX (and "/" as "\\/")
+    escape_keys: bool  # keys too (then "eventVersion" is rarely spelled as CloudTrail does)
     recase: bool  # names of principals re-cased at random
     kelvin: bool  # "k" in names written as KELVIN SIGN (lower-cases to "k")
+    cloudtrail_order: bool  # every record starts with eventVersion, as CloudTrail writes them
+
+    @property
+    def as_cloudtrail(self) -> bool:
+        """Written as CloudTrail writes log files: the fast path must take every file."""
+        return self.spaces == ("",) and self.cloudtrail_order and not self.escape_keys
 
 
 NAMES = re.compile(
     "|".join(
         re.escape(n)
-        for p in RULES.principals
+        for p in NAME_RULES.principals
         for n in p.iam_names
         # "Root" is the identity type, compared exactly: re-casing it changes the record's
         # meaning, which is fine for the differential, but keep the roots' uses in play.
@@ -180,8 +196,9 @@ def dump(obj: Any, style: Style, rng: random.Random) -> str:
         return rng.choice(style.spaces)
 
     if isinstance(obj, dict):
+        keys = style if style.escape_keys else replace(style, escape=0.0)
         members = [
-            f"{space()}{_string(_rename(k, style, rng), style, rng)}{space()}:"
+            f"{space()}{_string(_rename(k, style, rng), keys, rng)}{space()}:"
             f"{space()}{dump(v, style, rng)}"
             for k, v in obj.items()
         ]
@@ -197,13 +214,15 @@ styles = st.builds(
     Style,
     spaces=st.sampled_from([("",), ("", " ", "\t", "\r"), ("", "\n", "\n  ", " ")]),
     escape=st.sampled_from([0.0, 0.02, 0.2]),
+    escape_keys=st.booleans(),
     recase=st.booleans(),
     kelvin=st.booleans(),
+    cloudtrail_order=st.booleans(),
 )
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     style=styles,
@@ -212,6 +231,22 @@ styles = st.builds(
     noise=st.integers(0, 30),
     rules_name=st.sampled_from(sorted(RULE_SETS)),
     gz=st.booleans(),
+)
+@example(  # CloudTrail's own writing, names re-cased and spelled with KELVIN SIGN
+    style=Style(("",), 0.0, False, True, True, True),
+    seed=1,
+    files=1,
+    noise=9,
+    rules_name="names",
+    gz=True,
+)
+@example(  # the same with escaped characters in values, name patterns
+    style=Style(("",), 0.2, False, True, True, True),
+    seed=1,
+    files=3,
+    noise=30,
+    rules_name="patterns",
+    gz=False,
 )
 @pytest.mark.slow
 def test_generated_variants_print_the_same(
@@ -224,7 +259,13 @@ def test_generated_variants_print_the_same(
     gz: bool,
 ) -> None:
     rng = random.Random(seed)
-    records = [*CORPUS, *(noise_record(rng, "444455556666", "us-east-1") for _ in range(noise))]
+    records = [
+        *CORPUS,
+        KESTREL_LOGIN,
+        *(noise_record(rng, "444455556666", "us-east-1") for _ in range(noise)),
+    ]
+    if style.cloudtrail_order:
+        records = [{"eventVersion": r["eventVersion"], **r} for r in records]
     rng.shuffle(records)
     folder = tmp_path_factory.mktemp("variant")
     cuts = sorted(rng.sample(range(1, len(records)), files - 1))
@@ -235,24 +276,28 @@ def test_generated_variants_print_the_same(
         if gz:
             data, name = gzip.compress(data), name + ".gz"
         (folder / name).write_bytes(data)
+        if style.as_cloudtrail:
+            engine = ReplayEngine(RULE_SETS[rules_name])
+            assert classify_file(name, data, engine).prefiltered
     assert_same_output(RULE_SETS[rules_name], [folder])
 
 
 def test_kelvin_sign_and_escapes_are_still_found(tmp_path: Path) -> None:
-    """The needles that stand for a name's other spellings are what finds these records."""
-    [use] = [r for r in CORPUS if r.get("userIdentity", {}).get("userName") == "anaya"][:1]
-    plain = json.dumps(use)
+    """Every occurrence of the name spelled otherwise: only the needles that stand for the other
+    spellings (KELVIN SIGN, JSON escapes) can find these records."""
+    plain = json.dumps(next(r for r in CORPUS if r.get("eventID") == ANAYA_LOGIN))
     spellings = {
-        "kelvin": plain.replace('"userName": "anaya"', '"userName": "ANAYA"').replace(
-            "arn:aws:iam::111122223333:user/anaya", "arn:aws:iam::111122223333:user/\u212aanaya"
-        ),
-        "escaped": plain.replace('"userName": "anaya"', '"userName": "an\\u0061ya"'),
+        ("kestrel", "\u212aestrel"): plain.replace("anaya", "\u212aestrel"),  # not escaped
+        ("anaya", "an\\u0061ya"): plain.replace("anaya", "an\\u0061ya"),
+        ("anaya", "\\u0041naya"): plain.replace("anaya", "\\u0041naya"),
     }
-    for name, text in spellings.items():
-        path = tmp_path / f"{name}.json"
+    for (name, spelled), text in spellings.items():
+        assert name.encode() not in text.encode().lower(), spelled  # ASCII-caseless: absent
+        rules = Rules((Principal("bg", "user", "111122223333", iam_names=(name,)),), ())
+        path = tmp_path / "log.json"
         path.write_text('{"Records":[' + text + "]}", encoding="utf-8")
-        out = assert_same_output(RULES, [path])
-        assert json.loads(out)["principal"] == "bg-anaya", name
+        out = assert_same_output(rules, [path])
+        assert json.loads(out)["principal"] == "bg", spelled
 
 
 # -- hostile files -----------------------------------------------------------------------------
@@ -288,8 +333,15 @@ HOSTILE: dict[str, bytes] = {
     ),
     "record start inside a nested object of a use": _log([{**ROOT_USE, "x": {**ROOT_USE}}]),
     "record starts in a list inside a record": _log([_fake_in([_fake_use(), _fake_use()])]),
+    # A forged use in a list inside a record, followed by a record-shaped object naming no
+    # principal (so the forged one's slice ends at a record start and parses). Caught by the
+    # check that a use follows a record ...
     "record starts in a list after another object": _log(
-        [_fake_in([{"a": 1}, _fake_use(), {**_fake_use(), "eventID": "pad"}])]
+        [_fake_in([{"a": 1}, _fake_use(), {"eventVersion": 1}])]
+    ),
+    # ... and, when the object before it is record-shaped too, by "[{" + record start.
+    "record starts in a list of record-shaped objects": _log(
+        [_fake_in([{"eventVersion": "decoy"}, _fake_use(), {"eventVersion": 1}])]
     ),
     "a record that is not an object": _log([ROOT_USE, "Root", 42, None, [ROOT_USE]]),
     "two documents on one line": _log([ROOT_USE]) + _log([ROOT_USE]),
@@ -447,3 +499,20 @@ def test_gc_is_on_again_after_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     classify_file("x", _log(CORPUS), ReplayEngine(RULES))
     assert gc.isenabled()
     assert replay_file.MAX_FILE_WARNINGS >= 20  # the run prints at most 20
+
+
+def test_only_strict_warns_about_a_malformed_record_that_names_no_principal(
+    tmp_path: Path,
+) -> None:
+    unrelated = noise_record(random.Random(3), "123456789012", "us-east-1")
+    broken = {**unrelated, "eventTime": "not a time"}
+    path = tmp_path / "log.json"
+    path.write_bytes(_log([ROOT_USE, broken]))
+    warnings = []
+    for strict in (False, True):
+        out, err = io.StringIO(), io.StringIO()
+        assert run_replay(RULES, [path], summary=False, out=out, err=err, strict=strict) == 0
+        assert len(out.getvalue().splitlines()) == 1
+        warnings.append(err.getvalue())
+    assert warnings[0] == ""
+    assert warnings[1].startswith(f"warning: malformed record: {path}:1: Records[1]: eventTime")

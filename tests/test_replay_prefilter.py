@@ -17,6 +17,8 @@ import json
 import pickle
 import random
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -516,3 +518,15 @@ def test_only_strict_warns_about_a_malformed_record_that_names_no_principal(
         warnings.append(err.getvalue())
     assert warnings[0] == ""
     assert warnings[1].startswith(f"warning: malformed record: {path}:1: Records[1]: eventTime")
+
+
+def test_without_isal_replay_gunzips_with_zlib() -> None:
+    """Where isal cannot be installed, its import fails and zlib does the work (a child process
+    in which importing isal fails, as it would without the package)."""
+    script = (
+        "import sys; sys.modules['isal'] = None\n"
+        "import gzip, watcher.gunzip as g\n"
+        "assert g.GUNZIP is g.ZLIB_GUNZIP\n"
+        "assert g.GUNZIP(gzip.compress(b'{}')) == b'{}'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)

@@ -10,54 +10,17 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from stored import NOW, T0, keys, verdict
 
 from watcher.errors import StoreError
-from watcher.model import Classification, Outcome, TrailEvent, Verdict
 from watcher.store.base import Store
 from watcher.store.sqlite import MIGRATIONS, SqliteStore
 
 REPO = Path(__file__).resolve().parents[1]  # the child imports watcher from here
-T0 = datetime(2026, 1, 1, 14, 0, tzinfo=UTC)
-NOW = datetime(2026, 1, 1, 15, 0, tzinfo=UTC)
-
-
-def verdict(
-    event_id: str,
-    *,
-    principal: str = "bg-admin",
-    classification: Classification = "unexpected",
-    outcome: Outcome = "success",
-    at: datetime = T0,
-    session: str | None = None,
-    exercise: str | None = None,
-    shared: str | None = None,
-    raw: dict[str, Any] | None = None,
-) -> Verdict:
-    event = TrailEvent(
-        event_id=event_id,
-        event_time=at,
-        account="123456789012",
-        region="us-east-1",
-        event_name="AssumeRole",
-        event_source="sts.amazonaws.com",
-        identity={},
-        raw=raw or {},
-        session_name="break-glass-exercise-alice",
-        source_ip="203.0.113.5",
-        shared_event_id=shared,
-    )
-    return Verdict(
-        event, principal, classification, outcome, exercise=exercise, session_key=session
-    )
-
-
-def keys(verdicts: list[Verdict]) -> list[str]:
-    return [v.event.dedup_key for v in verdicts]
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 from stored import NOW, T0, keys, verdict
 
 from watcher.errors import StoreError
+from watcher.keys import stored_key
 from watcher.store.base import Store
 from watcher.store.sqlite import MIGRATIONS, SqliteStore
 
@@ -64,6 +65,36 @@ async def test_migrates_an_empty_file_to_the_latest_schema(path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"events", "sessions", "windows", "checkpoints", "first_seen"} <= tables
+
+
+async def test_migration_masks_session_keys_a_former_watcher_stored_whole(path: Path) -> None:
+    """Files of watchers before masking hold whole key ids; one upgraded in place may hold the
+    same session whole and masked. After the migration: masked, one row per session."""
+    whole, other = "ASIAEXAMPLEKEY000001", "AKIAEXAMPLEKEY000002"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as db:
+        for target, step in enumerate(MIGRATIONS[:3], start=1):
+            db.executescript(f"{step};PRAGMA user_version = {target};")
+        db.executemany(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+            [
+                ("bg-role", whole, "unexpected", 100.0, 200.0),
+                ("bg-role", stored_key(whole), "drill", 150.0, 300.0),  # after an upgrade
+                ("bg-user", other, "drill", 10.0, 20.0),
+                ("bg-user", "event-id-1", "drill", 30.0, 40.0),  # not a key id: as it is
+            ],
+        )
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as db:
+        rows = set(db.execute("SELECT * FROM sessions"))
+    assert rows == {
+        ("bg-role", stored_key(whole), "unexpected", 100.0, 300.0),
+        ("bg-user", stored_key(other), "drill", 10.0, 20.0),
+        ("bg-user", "event-id-1", "drill", 30.0, 40.0),
+    }
+    assert whole.encode() not in await asyncio.to_thread(path.read_bytes)
 
 
 async def test_refuses_a_file_from_a_newer_schema(path: Path) -> None:

@@ -1,0 +1,84 @@
+"""``replay --jobs N``: files classified in worker processes, results back in input order.
+
+Each worker builds the engine once (the pool's initializer) and reads its files itself: only
+file descriptions go out and only the uses and counts come back. Results are yielded in the
+order the files were listed, whatever order the workers finish in, so de-duplication's "first
+seen" and everything else the parent does are exactly those of ``--jobs 1``. At most
+``WINDOW_PER_JOB * jobs`` files are in flight: memory does not grow with the archive.
+
+Workers start from the ``forkserver``: a clean single-threaded process, so no lock held by one
+of the parent's threads (a progress bar, a test's moto server) is inherited. They take the
+parent's AWS environment explicitly, since the fork server keeps the one it started with.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from watcher.archive import Object, ReadError, read_object
+from watcher.model import Rules
+from watcher.replay_file import FileResult, ReplayEngine, classify_file, selected
+from watcher.trail_layout import Selection
+
+WINDOW_PER_JOB = 4
+
+_engine: ReplayEngine | None = None
+_selection = Selection()
+
+
+def process(obj: Object, engine: ReplayEngine, selection: Selection) -> FileResult:
+    """Read and classify one file; only the selected uses are kept."""
+    try:
+        data = read_object(obj)
+    except ReadError as exc:
+        return FileResult(obj.name, error=str(exc))
+    result = classify_file(obj.name, data, engine)
+    result.uses = [use for use in result.uses if selected(use, selection)]
+    return result
+
+
+def _start_worker(rules: Rules, selection: Selection, aws_env: dict[str, str]) -> None:
+    global _engine, _selection
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        del os.environ[name]
+    os.environ.update(aws_env)
+    _engine = ReplayEngine(rules)
+    _selection = selection
+
+
+def _work(obj: Object) -> FileResult:
+    assert _engine is not None, "the pool's initializer builds the engine"
+    return process(obj, _engine, _selection)
+
+
+def results(
+    objects: Iterable[Object], rules: Rules, selection: Selection, jobs: int
+) -> Iterator[FileResult]:
+    """The result of every file, in the order of ``objects``; ``jobs`` 1 runs in this process."""
+    if jobs == 1:
+        engine = ReplayEngine(rules)
+        for obj in objects:
+            yield process(obj, engine, selection)
+        return
+    aws_env = {n: v for n, v in os.environ.items() if n.startswith("AWS_")}
+    with ProcessPoolExecutor(
+        jobs,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=_start_worker,
+        initargs=(rules, selection, aws_env),
+    ) as pool:
+        window: deque[Future[FileResult]] = deque()
+        try:
+            for obj in objects:
+                window.append(pool.submit(_work, obj))
+                if len(window) >= WINDOW_PER_JOB * jobs:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for future in window:  # the consumer stopped early (a closed pipe): drop the rest
+                future.cancel()

@@ -204,6 +204,7 @@ def ancestors(folder: str) -> set[str]:
     return {"/".join(parts[:n]) + "/" for n in range(1, len(parts) + 1)}
 
 
+@pytest.mark.slow  # uploads the archive to moto: 1-2 s
 def test_s3_replay_prunes_to_the_selection_and_keeps_exact_event_times(
     s3: Any, emulator: Emulator
 ) -> None:
@@ -250,6 +251,7 @@ principals:
 """
 
 
+@pytest.mark.slow  # uploads the archive to moto: 1-2 s
 def test_the_command_line_takes_the_selection_and_s3_uris(
     s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -273,6 +275,7 @@ def test_the_command_line_takes_the_selection_and_s3_uris(
     assert "is not before --until" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # uploads the archive to moto: 1-2 s
 def test_the_same_archive_on_disk_gives_the_same_output(s3: Any, tmp_path: Path) -> None:
     objects = archive()
     upload(s3, objects)
@@ -391,3 +394,20 @@ def test_progress_is_drawn_on_a_terminal_only(tmp_path: Path) -> None:
     piped = io.StringIO()
     run_replay(RULES, [path], summary=False, out=io.StringIO(), err=piped)
     assert piped.getvalue() == "replay: 1 files (0.0 MB), 1 records read, 1 parsed, 1 uses found\n"
+
+
+def test_a_folder_with_an_archive_and_loose_files_loses_none(tmp_path: Path) -> None:
+    """Pruning applies inside AWSLogs only; loose files beside it and a log file put beside the
+    day folders are read, digests are not."""
+    day = date(2026, 11, 28)
+    inside = tmp_path / log_key(ORG_ACCOUNT, "us-east-1", day)
+    stray = tmp_path / f"{account_root(ORG_ACCOUNT)}/CloudTrail/us-east-1/2026/11/copy.json"
+    digest = tmp_path / f"{account_root(ORG_ACCOUNT)}/CloudTrail-Digest/us-east-1/2026/11/28/d.json"
+    loose = tmp_path / "exported" / "lookup.json.gz"
+    for path, eid in ((inside, "inside"), (stray, "stray"), (digest, "digest"), (loose, "loose")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(log_file([use(eid, ORG_ACCOUNT, "us-east-1", at(day, 12))]))
+    result = replay([str(tmp_path)])
+    assert result.code == 0
+    assert result.ids == ["inside", "loose", "stray"]
+    assert result.err.endswith(", 1 other objects and folders skipped\n")  # CloudTrail-Digest/

@@ -24,10 +24,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from botocore.exceptions import ClientError
-
 from watcher.errors import WatcherError
-from watcher.sources.retry import Backoff, error_kind
 from watcher.trail_layout import Folder, Level, Selection, is_log_name, locate
 
 S3_SCHEME = "s3://"
@@ -75,8 +72,16 @@ class ReadError(WatcherError):
     """An object or folder that could not be read, with where and why."""
 
 
+# botocore and the sources' retry policy (which imports aiohttp) are imported where S3 is used:
+# a replay of local files, and each of its workers, starts without them.
+
+
 def transient(exc: BaseException) -> bool:
     """A failure worth retrying: throttling, the network, or a 5xx answer."""
+    from botocore.exceptions import ClientError
+
+    from watcher.sources.retry import error_kind
+
     kind = error_kind(exc)
     if kind in ("throttled", "network"):
         return True
@@ -89,6 +94,8 @@ def transient(exc: BaseException) -> bool:
 def retrying(call: Callable[[], T], where: str, sleep: Callable[[float], None] = time.sleep) -> T:
     """``call()``, retried with backoff while it fails transiently; a ReadError naming
     ``where`` when it fails otherwise or too often."""
+    from watcher.sources.retry import Backoff, error_kind
+
     backoff = Backoff(_BACKOFF_BASE, _BACKOFF_CAP)
     for attempt in range(1, ATTEMPTS + 1):
         try:
@@ -103,10 +110,15 @@ def retrying(call: Callable[[], T], where: str, sleep: Callable[[float], None] =
     raise AssertionError("unreachable")
 
 
-@cache
 def s3_client() -> Any:
-    """This process's S3 client (one per worker: clients are not shared across processes).
-    botocore's own retries are off: :func:`retrying` retries and says so."""
+    """This process's S3 client for the AWS environment as it is now (one per worker: clients
+    are not shared across processes)."""
+    return _s3_client(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
+
+
+@cache
+def _s3_client(aws_env: tuple[tuple[str, str], ...]) -> Any:
+    """botocore's own retries are off: :func:`retrying` retries and says so."""
     import boto3
     from botocore.config import Config
 

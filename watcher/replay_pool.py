@@ -13,13 +13,17 @@ parent's AWS environment explicitly, since the fork server keeps the one it star
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from watcher.archive import Object, ReadError, read_object
+from watcher.errors import WatcherError
 from watcher.model import Rules
 from watcher.replay_file import FileResult, ReplayEngine, classify_file, selected
 from watcher.trail_layout import Selection
@@ -43,6 +47,7 @@ def process(obj: Object, engine: ReplayEngine, selection: Selection) -> FileResu
 
 def _start_worker(rules: Rules, selection: Selection, aws_env: dict[str, str]) -> None:
     global _engine, _selection
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         del os.environ[name]
     os.environ.update(aws_env)
@@ -58,16 +63,22 @@ def _work(obj: Object) -> FileResult:
 def results(
     objects: Iterable[Object], rules: Rules, selection: Selection, jobs: int
 ) -> Iterator[FileResult]:
-    """The result of every file, in the order of ``objects``; ``jobs`` 1 runs in this process."""
-    if jobs == 1:
+    """The result of every file, in the order of ``objects``; ``jobs`` 1 (or a single file: a
+    pool would only cost its start) runs in this process."""
+    listed = iter(objects)
+    first = list(itertools.islice(listed, 2))
+    objects = itertools.chain(first, listed)
+    if jobs == 1 or len(first) < 2:
         engine = ReplayEngine(rules)
         for obj in objects:
             yield process(obj, engine, selection)
         return
     aws_env = {n: v for n, v in os.environ.items() if n.startswith("AWS_")}
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # imported once, not once per worker
     with ProcessPoolExecutor(
         jobs,
-        mp_context=multiprocessing.get_context("forkserver"),
+        mp_context=context,
         initializer=_start_worker,
         initargs=(rules, selection, aws_env),
     ) as pool:
@@ -76,9 +87,16 @@ def results(
             for obj in objects:
                 window.append(pool.submit(_work, obj))
                 if len(window) >= WINDOW_PER_JOB * jobs:
-                    yield window.popleft().result()
+                    yield _result(window.popleft())
             while window:
-                yield window.popleft().result()
+                yield _result(window.popleft())
         finally:
             for future in window:  # the consumer stopped early (a closed pipe): drop the rest
                 future.cancel()
+
+
+def _result(future: Future[FileResult]) -> FileResult:
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:  # killed (out of memory, a signal): say so, no traceback
+        raise WatcherError(f"a replay worker process died ({exc}); --jobs 1 runs without") from exc

@@ -10,7 +10,7 @@ moto's share: the same GetObject calls made alone, one after the other as a ``--
 makes them (and the listing alone), timed in this process; what is left of the S3 run is
 replay's own work.
 
-    .venv/bin/python bench/replay_s3.py                   # 2 x 2 x 6 x 10 files of 250 records
+    .venv/bin/python bench/replay_s3.py                   # 2 x 2 x 6 x 10 files of 1 000 records
     .venv/bin/python bench/replay_s3.py --records 50      # a quick run
 """
 
@@ -42,12 +42,9 @@ BUCKET = "bench-trail"
 ACCOUNTS = ("111111111111", "222222222222")
 REGIONS = ("us-east-1", "eu-west-1")
 FIRST_DAY = date(2026, 11, 1)
-RULES = """
-principals:
-  - name: bg
-    match: {role_name: break-glass}
-    account: any
-"""
+RULES = "principals:\n" + "".join(
+    f"  - {{name: bg-{a}, match: {{role_name: break-glass}}, account: '{a}'}}\n" for a in ACCOUNTS
+)
 
 
 def record(rng: random.Random, account: str, region: str, t: datetime, eid: str) -> Any:
@@ -117,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=int, default=6)
     parser.add_argument("--files-per-day", type=int, default=10)
-    parser.add_argument("--records", type=int, default=250, help="records per file")
+    parser.add_argument("--records", type=int, default=1000, help="records per file")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
@@ -156,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                     spent, out = timed(command, env)
                     seconds[name].append(spent)
                     outputs.add(out)
-            if len(outputs) != 1:
-                raise SystemExit("the runs printed different verdicts")
+            if len(outputs) != 1 or not next(iter(outputs)):
+                raise SystemExit("the runs printed different verdicts, or none")
+            print(f"{len(next(iter(outputs)).splitlines()):,} uses found by every run")
             moto = moto_alone(args.runs)
         print(f"{'command':<16} {'min':>7} {'median':>7} {'max':>7}  records/s (median)")
         for name, values in seconds.items():

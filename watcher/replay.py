@@ -28,6 +28,7 @@ from watcher.classify import Classifier
 from watcher.clock import iso_z
 from watcher.events import Malformed, Skipped
 from watcher.model import CLASSIFICATIONS, OUTCOMES, Rules, TrailEvent, Verdict
+from watcher.replay_file import selected
 from watcher.replay_pool import results
 from watcher.replay_progress import Progress, Totals, summary_line
 from watcher.trail_layout import Selection
@@ -177,16 +178,18 @@ def run_replay(
     progress = Progress(err)
     try:
         listed = progress.objects(objects([str(s) for s in sources], selection, listing))
-        for result in results(listed, rules, selection, jobs):
-            totals.add(result)
+        for done in results(listed, rules, jobs):
+            result = done.result
+            totals.add(done)
             for item in result.malformed:
                 warnings.malformed(item)
             warnings.skipped += result.skipped
             for use in result.uses:
-                collector.keep(use)
+                if selected(use, selection):
+                    collector.keep(use)
             if result.error is not None:
                 failed.append(result.error)
-            progress.update(result, totals)
+            progress.update(done, totals)
     finally:
         progress.close()
     verdicts = sorted(collector.verdicts, key=lambda v: v.event.event_time)  # stable

@@ -2,7 +2,8 @@
 
 The per-file engine behind ``replay``'s parallel and archive paths, built on today's parse
 (``events.iter_stream``, every record parsed) and ``Classifier``. Issue 16's prefilter engine
-replaces this module with the same shape: ``classify_file(name, data, engine) -> FileResult``.
+replaces this module with the same shape: ``classify_file(name, data, engine) -> FileResult``;
+everything the rest of ``replay`` knows of the engine and of a use is in this module.
 """
 
 from __future__ import annotations
@@ -41,14 +42,13 @@ class FileResult:
     malformed: list[Malformed] = field(default_factory=list)
     skipped: int = 0
     error: str | None = None
-    size: int = 0
 
 
 def classify_file(name: str, data: bytes, engine: ReplayEngine) -> FileResult:
     """Every record of ``data`` (a file as stored: gzip by content, or plain), as
     ``events.iter_file`` reads a file; a file that cannot be read to its end keeps the records
     read before and says why in ``error``."""
-    result = FileResult(name, size=len(data))
+    result = FileResult(name)
     classify = engine.classifier.classify
     # iter_stream only formats its ``path`` into locations: an s3:// name must stay whole,
     # which a Path would not keep ("s3:/b/k").
@@ -74,6 +74,11 @@ def _unzipped(data: bytes) -> io.BufferedIOBase:
     if data[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=raw, mode="rb")
     return raw
+
+
+def unreadable(name: str, error: str) -> FileResult:
+    """The result of a file that could not be read at all."""
+    return FileResult(name, error=error)
 
 
 def selected(use: Use, selection: Selection) -> bool:

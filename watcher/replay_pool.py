@@ -21,48 +21,50 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 
 from watcher.archive import Object, ReadError, read_object
 from watcher.errors import WatcherError
 from watcher.model import Rules
-from watcher.replay_file import FileResult, ReplayEngine, classify_file, selected
-from watcher.trail_layout import Selection
+from watcher.replay_file import FileResult, ReplayEngine, classify_file, unreadable
 
 WINDOW_PER_JOB = 4
 
 _engine: ReplayEngine | None = None
-_selection = Selection()
 
 
-def process(obj: Object, engine: ReplayEngine, selection: Selection) -> FileResult:
-    """Read and classify one file; only the selected uses are kept."""
+@dataclass(frozen=True, slots=True)
+class FileDone:
+    """A file's result and its size as stored (what the progress bar counts)."""
+
+    result: FileResult
+    size: int
+
+
+def process(obj: Object, engine: ReplayEngine) -> FileDone:
+    """Read and classify one file."""
     try:
         data = read_object(obj)
     except ReadError as exc:
-        return FileResult(obj.name, error=str(exc))
-    result = classify_file(obj.name, data, engine)
-    result.uses = [use for use in result.uses if selected(use, selection)]
-    return result
+        return FileDone(unreadable(obj.name, str(exc)), 0)
+    return FileDone(classify_file(obj.name, data, engine), len(data))
 
 
-def _start_worker(rules: Rules, selection: Selection, aws_env: dict[str, str]) -> None:
-    global _engine, _selection
+def _start_worker(rules: Rules, aws_env: dict[str, str]) -> None:
+    global _engine
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         del os.environ[name]
     os.environ.update(aws_env)
     _engine = ReplayEngine(rules)
-    _selection = selection
 
 
-def _work(obj: Object) -> FileResult:
+def _work(obj: Object) -> FileDone:
     assert _engine is not None, "the pool's initializer builds the engine"
-    return process(obj, _engine, _selection)
+    return process(obj, _engine)
 
 
-def results(
-    objects: Iterable[Object], rules: Rules, selection: Selection, jobs: int
-) -> Iterator[FileResult]:
+def results(objects: Iterable[Object], rules: Rules, jobs: int) -> Iterator[FileDone]:
     """The result of every file, in the order of ``objects``; ``jobs`` 1 (or a single file: a
     pool would only cost its start) runs in this process."""
     listed = iter(objects)
@@ -71,7 +73,7 @@ def results(
     if jobs == 1 or len(first) < 2:
         engine = ReplayEngine(rules)
         for obj in objects:
-            yield process(obj, engine, selection)
+            yield process(obj, engine)
         return
     aws_env = {n: v for n, v in os.environ.items() if n.startswith("AWS_")}
     context = multiprocessing.get_context("forkserver")
@@ -80,9 +82,9 @@ def results(
         jobs,
         mp_context=context,
         initializer=_start_worker,
-        initargs=(rules, selection, aws_env),
+        initargs=(rules, aws_env),
     ) as pool:
-        window: deque[Future[FileResult]] = deque()
+        window: deque[Future[FileDone]] = deque()
         try:
             for obj in objects:
                 window.append(pool.submit(_work, obj))
@@ -95,7 +97,7 @@ def results(
                 future.cancel()
 
 
-def _result(future: Future[FileResult]) -> FileResult:
+def _result(future: Future[FileDone]) -> FileDone:
     try:
         return future.result()
     except BrokenProcessPool as exc:  # killed (out of memory, a signal): say so, no traceback

@@ -15,7 +15,7 @@ from typing import Never, TextIO
 from tqdm import tqdm
 
 from watcher.archive import Object
-from watcher.replay_file import FileResult
+from watcher.replay_pool import FileDone
 
 LOOKAHEAD = 100_000
 _LIST_STEP = 64  # files listed ahead per file handed on
@@ -28,11 +28,11 @@ class Totals:
     records_parsed: int = 0
     megabytes: float = 0.0
 
-    def add(self, result: FileResult) -> None:
+    def add(self, done: FileDone) -> None:
         self.files += 1
-        self.records_read += result.records_read
-        self.records_parsed += result.records_parsed
-        self.megabytes += result.size / 1e6
+        self.records_read += done.result.records_read
+        self.records_parsed += done.result.records_parsed
+        self.megabytes += done.size / 1e6
 
 
 class Progress:
@@ -75,10 +75,10 @@ class Progress:
                 return
             yield ahead.popleft()
 
-    def update(self, result: FileResult, totals: Totals) -> None:
+    def update(self, done: FileDone, totals: Totals) -> None:
         if self._bar is not None:
             self._bar.set_postfix(files=totals.files, records=totals.records_read, refresh=False)
-            self._bar.update(result.size)
+            self._bar.update(done.size)
 
     def close(self) -> None:
         if self._bar is not None:

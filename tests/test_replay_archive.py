@@ -266,7 +266,9 @@ def test_the_command_line_takes_the_selection_and_s3_uris(
     )
     out = capsys.readouterr().out
     assert sorted(json.loads(line)["event_id"] for line in out.splitlines()) == EXPECTED_IDS
-    for bad in (["--since", "yesterday"], ["--jobs", "0"], ["--regions", ","]):
+    bad_flags = [["--since", "yesterday"], ["--jobs", "0"], ["--regions", ","]]
+    bad_flags += [["--regions", "EU-WEST-1"], ["--accounts", "12345"]]
+    for bad in bad_flags:
         with pytest.raises(SystemExit) as exit_:
             main(["replay", "--rules", str(rules), *bad, f"s3://{BUCKET}"])
         assert exit_.value.code == 2

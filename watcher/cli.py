@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from watcher.errors import WatcherError
 
@@ -68,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--until", type=_bound(end=True), help="exclusive; a bare date means through that day"
     )
-    replay.add_argument("--accounts", type=_names, help="comma-separated account ids")
-    replay.add_argument("--regions", type=_names, help="comma-separated regions")
+    replay.add_argument("--accounts", type=_names("account"), help="comma-separated account ids")
+    replay.add_argument("--regions", type=_names("region"), help="comma-separated regions")
     replay.add_argument(
         "--jobs",
         type=_jobs,
@@ -167,11 +168,21 @@ def _bound(*, end: bool) -> Callable[[str], datetime]:
     return parse
 
 
-def _names(text: str) -> frozenset[str]:
-    names = frozenset(n.strip() for n in text.split(",") if n.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"{text!r} names nothing (expected a,b,c)")
-    return names
+def _names(kind: Literal["account", "region"]) -> Callable[[str], frozenset[str]]:
+    def parse(text: str) -> frozenset[str]:
+        from watcher.trail_layout import is_account, is_region
+
+        names = frozenset(n.strip() for n in text.split(",") if n.strip())
+        if not names:
+            raise argparse.ArgumentTypeError(f"{text!r} names no {kind} (expected a,b,c)")
+        valid = is_account if kind == "account" else is_region
+        wrong = sorted(n for n in names if not valid(n))
+        if wrong:
+            example = "123456789012" if kind == "account" else "eu-west-1"
+            raise argparse.ArgumentTypeError(f"{', '.join(wrong)}: no {kind} (like {example})")
+        return names
+
+    return parse
 
 
 def _jobs(text: str) -> int:

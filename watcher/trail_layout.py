@@ -166,6 +166,14 @@ def locate(parts: Iterable[str]) -> Folder | None:
     return folder
 
 
+def is_account(name: str) -> bool:
+    return _ACCOUNT.fullmatch(name) is not None
+
+
+def is_region(name: str) -> bool:
+    return _REGION.fullmatch(name) is not None
+
+
 def is_log_name(name: str) -> bool:
     """Whether an object in a day folder is read: every ``.json``/``.json.gz`` file (CloudTrail
     writes nothing else there; a renamed or re-compressed copy is still read, never missed)."""

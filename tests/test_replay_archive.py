@@ -22,6 +22,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from watcher import archive as archive_module
 from watcher.archive import ReadError, retrying
 from watcher.cli import main
 from watcher.emulator.records import api_call_record, assumed_role_identity, iam_user_identity
@@ -302,6 +303,27 @@ def test_two_jobs_give_the_output_of_one(s3: Any) -> None:
     assert one.err == two.err
     unpruned = replay([f"s3://{BUCKET}"], jobs=2, selection=Selection())
     assert unpruned.code == 0 and len(unpruned.lines) == 3 * 3 * 8 + 4
+
+
+def test_listings_of_many_pages_are_read_whole(
+    s3: Any, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two keys or folders a page, so every level of the walk spans pages."""
+    day = date(2026, 11, 29)
+    objects = {
+        log_key(a, r, day, n): log_file([use(f"{a}-{r}-{n}", a, r, at(day, n))])
+        for a in (ORG_ACCOUNT, PLAIN_ACCOUNT, OTHER_ACCOUNT)
+        for r in REGIONS
+        for n in range(3)
+    }
+    upload(s3, objects)
+    monkeypatch.setattr(archive_module, "PAGE_SIZE", 2)
+    emulator.calls.start()
+    result = replay([f"s3://{BUCKET}"], selection=Selection())
+    assert result.code == 0
+    assert len(result.ids) == len(objects)
+    queries = [parse_qs(urlsplit(str(e["url"])).query) for e in emulator.calls.entries()]
+    assert any("continuation-token" in query for query in queries)  # pages were followed
 
 
 def test_a_corrupt_or_missing_object_is_located_and_the_run_goes_on(

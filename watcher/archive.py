@@ -29,6 +29,7 @@ from watcher.trail_layout import Folder, Level, Selection, is_log_name, locate
 
 S3_SCHEME = "s3://"
 ATTEMPTS = 5
+PAGE_SIZE = 1000  # keys and common prefixes per ListObjectsV2 answer (S3's maximum)
 _BACKOFF_BASE = 0.2
 _BACKOFF_CAP = 5.0
 T = TypeVar("T")
@@ -203,7 +204,13 @@ def _s3_lister(bucket: str, prefix: str) -> Lister:
 
         def pages() -> list[dict[str, Any]]:
             paginator = s3_client().get_paginator("list_objects_v2")
-            return list(paginator.paginate(Bucket=bucket, Prefix=folder, Delimiter="/"))
+            pages = paginator.paginate(
+                Bucket=bucket,
+                Prefix=folder,
+                Delimiter="/",
+                PaginationConfig={"PageSize": PAGE_SIZE},
+            )
+            return list(pages)
 
         names: list[str] = []
         objects: list[Object] = []

@@ -36,7 +36,8 @@ from watcher.credentials import access_key_ages, check_credentials
 from watcher.errors import ConfigError, StoreError
 from watcher.exercises import history, read_records
 from watcher.http import HttpServer, Readiness
-from watcher.inventory import discover
+from watcher.inventory import ACCOUNTS_AT_ONCE, AccountError, inventory_account
+from watcher.inventory_schedule import InventorySchedule
 from watcher.leadership import Leadership, replica_id
 from watcher.lifecycle import Lifecycle
 from watcher.metrics import INVENTORY_SOURCE, WatcherMetrics
@@ -96,6 +97,7 @@ class Daemon:
         self._restart_sources = asyncio.Event()
         self._budgets = RateBudgets()
         self._scheduler = PollScheduler()
+        self._inventories = InventorySchedule(PollScheduler(ACCOUNTS_AT_ONCE))
         self._last_success: dict[SourceLabels, datetime] = {}
         # What failed at its last store access ("sink" or a periodic job): /readyz's store
         # check. Each clears on its own next success, so a job whose writes happen to be
@@ -188,7 +190,11 @@ class Daemon:
                 tasks.create_task(self._every(LIFECYCLE_INTERVAL, self._lifecycle_tick, step_down))
                 if self.config.inventory.enabled:
                     interval = self.config.inventory.interval.total_seconds()
-                    tasks.create_task(self._every(interval, self._inventory, step_down))
+                    tasks.create_task(
+                        self._inventories.run(
+                            lambda: self._accounts, interval, self._inventory, step_down
+                        )
+                    )
                 tasks.create_task(self._canary_loop(step_down))
                 tasks.create_task(self._checks_loop(step_down))
                 await wait_any(self.leadership.following, self.stop)
@@ -247,8 +253,10 @@ class Daemon:
         self.programme_metrics.init(rules)
 
     def _undeclared(self, rules: Rules) -> tuple[Principal, ...]:
+        """The discovered principals no rule declares, of the accounts still watched."""
         declared = {p.name for p in rules.principals}
-        return tuple(p for p in self._discovered if p.name not in declared)
+        watched = {a.id for a in self._accounts}
+        return tuple(p for p in self._discovered if p.name not in declared and p.account in watched)
 
     @property
     def watched_principals(self) -> tuple[Principal, ...]:
@@ -301,6 +309,7 @@ class Daemon:
         if accounts_changed:
             self._accounts = carry_over(config.accounts, {a.id: a for a in self._accounts})
             self._resolve_requested.set()
+            self._inventories.changed()
         if sources_changed or accounts_changed:
             self.sources = self._build_sources()
             self._restart_sources.set()
@@ -357,6 +366,7 @@ class Daemon:
         dropped = sorted({a.id for a in self._accounts} - {a.id for a in result.accounts})
         log.info("watched accounts changed", extra={"added": added, "dropped": dropped})
         self._accounts = result.accounts
+        self._inventories.changed()
         self.sources = self._build_sources()
         self._set_rules(self._loaded_rules)
         self._restart_sources.set()
@@ -548,31 +558,48 @@ class Daemon:
             if listed is not None:
                 self.programme_metrics.listed_since(person.name, listed)
 
-    async def _inventory(self) -> None:
-        result = await discover(self._clients, self.watching, self.rules, keep=self._discovered)
-        self._discovered = result.discovered
-        self._set_rules(self._loaded_rules)
-        now = self.clock()
-        failed_accounts = {e.account for e in result.errors}
-        for error in result.errors:
+    async def _inventory(self, account: Account) -> None:
+        """One account's IAM inventory (``inventory_schedule.py`` says when): its discovered
+        principals replaced, its credential checks shown; a failed read changes neither."""
+        mine = [p for p in self._discovered if p.account == account.id]
+        result = await inventory_account(
+            self._clients,
+            account,
+            self.config.inventory,
+            [p for p in self.rules.principals if p.account == account.id],
+            keep=mine,
+            # Read when the scan is done, with no wait before the result is applied below: a
+            # concurrent account's new discovery cannot take the same name meanwhile.
+            taken=lambda: {p.name for p in (*self.rules.principals, *self._discovered)},
+            on_throttle=self._inventory_throttled,
+        )
+        if isinstance(result, AccountError):
             self.metrics.source_error(
-                INVENTORY_SOURCE, error.account, "global", error.kind, poll_failed=True
+                INVENTORY_SOURCE, account.id, "global", result.kind, poll_failed=True
             )
             log.warning(
-                "IAM inventory failed", extra={"account": error.account, "error": error.message}
+                "IAM inventory failed", extra={"account": account.id, "error": result.message}
             )
-        # Every account whose IAM reads succeeded, also one without break-glass principals.
-        for account in {a.id for a in self._accounts} - failed_accounts:
-            self.metrics.source_success(INVENTORY_SOURCE, account, "global", now)
-            self.metrics.inventory_unwatched(account, result.truncated.get(account, 0))
+            return
+        others = tuple(p for p in self._discovered if p.account != account.id)
+        if set(result.discovered) != set(mine):
+            self._discovered = others + result.discovered
+            self._set_rules(self._loaded_rules)
+        now = self.clock()
+        self.metrics.source_success(INVENTORY_SOURCE, account.id, "global", now)
+        self.metrics.inventory_unwatched(account.id, result.truncated)
         max_age = self.config.inventory.max_access_key_age
         for principal in result.principals:
             facts = result.facts.get(principal.name)
             if facts is None:
-                continue  # its account could not be read: a failed source, not a failed check
+                continue
             checks = check_credentials(principal, facts, max_key_age=max_age, now=now)
             self.metrics.set_credential_checks(principal.name, {c.check: c.ok for c in checks})
             self.metrics.set_access_key_ages(principal.name, access_key_ages(facts, now))
+
+    def _inventory_throttled(self, account: str) -> None:
+        """A throttled IAM call, retried: counted, the source not marked down."""
+        self.metrics.source_error(INVENTORY_SOURCE, account, "global", "throttled")
 
     async def _canary_loop(self, stop: asyncio.Event) -> None:
         """Send the canary now and every ``canary.interval`` (read again after a reload), while

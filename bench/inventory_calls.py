@@ -32,7 +32,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from io import BytesIO
@@ -82,16 +81,11 @@ def account(emulator: Emulator, roles: int, users: int) -> None:
     iam.create_access_key(UserName="break-glass-admin")
     iam.create_role(RoleName="break-glass-admin-role", AssumeRolePolicyDocument=TRUST)
     tags = [{"Key": "team", "Value": "platform"}, {"Key": "cost-centre", "Value": "42"}]
-
-    def role(n: int) -> None:
+    # One at a time: moto's IAM backend is not safe for concurrent writes.
+    for n in range(roles):
         iam.create_role(RoleName=f"app-{n:05}", AssumeRolePolicyDocument=TRUST, Tags=tags)
-
-    def user(n: int) -> None:
+    for n in range(users):
         iam.create_user(UserName=f"person-{n:04}", Tags=tags)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(role, range(roles)))
-        list(pool.map(user, range(users)))
 
 
 def config(folder: Path, emulator: Emulator, interval: str = "1h") -> Path:

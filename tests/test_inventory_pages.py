@@ -249,3 +249,22 @@ async def test_a_role_whose_tags_are_changed_to_hide_it_stays_watched_by_the_dae
     )
     assert info == 1
     assert sample(daemon, "breakglass_credential_check", principal="ops-admin", check="exists") == 1
+
+
+def test_a_principal_of_an_account_not_watched_is_reported_once(
+    emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = daemon_config(tmp_path, emulator.endpoint_url)
+    rules = tmp_path / "rules" / "rules.yaml"
+    rules.write_text(
+        rules.read_text()
+        + """  - name: stray
+    match: {user_name: someone}
+    account: "999999999999"
+"""
+    )
+    with caplog.at_level("WARNING", logger="watcher.daemon"):
+        daemon = Daemon.load(config)
+        daemon._set_rules(daemon._loaded_rules)  # as after each inventory that changed anything
+    (warning,) = [r for r in caplog.records if "not in accounts" in r.message]
+    assert warning.__dict__["accounts"] == ["999999999999"]

@@ -105,6 +105,7 @@ class Daemon:
         # recovered job failing.
         self._store_failures: set[str] = set()
         self._discovered: tuple[Principal, ...] = ()
+        self._unread_accounts: list[str] = []
         self._leader_only: set[int] = set()
         # Held while a store write and its count in the metrics happen, and while the metrics
         # take the store's totals: a totals read between a write and its count would count
@@ -232,6 +233,7 @@ class Daemon:
         # account: any principals, one per watched account (org_principals.py).
         rules = expand(rules, [a.id for a in self._accounts])
         self.rules = rules
+        self._note_unread_accounts(rules)
         watched = Rules(
             principals=rules.principals + self._undeclared(rules),
             exercises=rules.exercises,
@@ -251,6 +253,18 @@ class Daemon:
         )
         self.metrics.set_stale_after(self._stale_after())
         self.programme_metrics.init(rules)
+
+    def _note_unread_accounts(self, rules: Rules) -> None:
+        """Log (once per change) the accounts of declared principals that the inventory does
+        not read, as they are not watched: their credentials are never checked."""
+        watched = {a.id for a in self._accounts}
+        unread = sorted({p.account for p in rules.principals if p.account not in watched})
+        if unread and unread != self._unread_accounts and self.config.inventory.enabled:
+            log.warning(
+                "principals of accounts not in accounts: their IAM credentials are not checked",
+                extra={"accounts": unread},
+            )
+        self._unread_accounts = unread
 
     def _undeclared(self, rules: Rules) -> tuple[Principal, ...]:
         """The discovered principals no rule declares, of the accounts still watched."""

@@ -22,7 +22,6 @@ account size, RSS read from /proc after each completed run (its
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -39,23 +38,10 @@ from pathlib import Path
 
 import boto3
 from emulated import ROOT
-from harness import ACCOUNT, running_daemon, wait_for
+from harness import ACCOUNT, ACCOUNT_TRUST, running_daemon, wait_for
 from organization import rss_mb
 
 from watcher.emulator.server import Emulator, start_emulator
-
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
 
 
 @contextmanager
@@ -79,11 +65,11 @@ def account(emulator: Emulator, roles: int, users: int) -> None:
     iam.create_user(UserName="break-glass-admin")
     iam.create_login_profile(UserName="break-glass-admin", Password="Not-used-here-1!")
     iam.create_access_key(UserName="break-glass-admin")
-    iam.create_role(RoleName="break-glass-admin-role", AssumeRolePolicyDocument=TRUST)
+    iam.create_role(RoleName="break-glass-admin-role", AssumeRolePolicyDocument=ACCOUNT_TRUST)
     tags = [{"Key": "team", "Value": "platform"}, {"Key": "cost-centre", "Value": "42"}]
     # One at a time: moto's IAM backend is not safe for concurrent writes.
     for n in range(roles):
-        iam.create_role(RoleName=f"app-{n:05}", AssumeRolePolicyDocument=TRUST, Tags=tags)
+        iam.create_role(RoleName=f"app-{n:05}", AssumeRolePolicyDocument=ACCOUNT_TRUST, Tags=tags)
     for n in range(users):
         iam.create_user(UserName=f"person-{n:04}", Tags=tags)
 

@@ -4,14 +4,13 @@ pages it (``watcher/emulator/iam.py``: moto alone answers in one page)."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from harness import ACCOUNT, write_config
+from harness import ACCOUNT, ACCOUNT_TRUST, write_config
 
 from watcher import inventory
 from watcher.aws import AwsClients
@@ -28,18 +27,6 @@ from watcher.inventory import (
 from watcher.model import Principal, Rules
 from watcher.settings import Account, Config, Inventory
 
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
 BG_USER = Principal("bg-user", "user", ACCOUNT, iam_names=("break-glass-admin",))
 BG_ROLE = Principal("bg-role", "role", ACCOUNT, iam_names=("break-glass-admin-role",))
 FAST = Throttling(attempts=3, base=0.001, cap=0.001)
@@ -68,14 +55,14 @@ def fill(iam: Any) -> None:
     iam.create_login_profile(UserName="break-glass-admin", Password="Correct-horse-battery-1")
     iam.create_access_key(UserName="break-glass-admin")
     for n in range(4):
-        iam.create_role(RoleName=f"app-{n}", AssumeRolePolicyDocument=TRUST)
-    iam.create_role(RoleName="break-glass-admin-role", AssumeRolePolicyDocument=TRUST)
-    iam.create_role(RoleName="team-emergency", AssumeRolePolicyDocument=TRUST)
+        iam.create_role(RoleName=f"app-{n}", AssumeRolePolicyDocument=ACCOUNT_TRUST)
+    iam.create_role(RoleName="break-glass-admin-role", AssumeRolePolicyDocument=ACCOUNT_TRUST)
+    iam.create_role(RoleName="team-emergency", AssumeRolePolicyDocument=ACCOUNT_TRUST)
     for n in range(4, 7):
-        iam.create_role(RoleName=f"app-{n}", AssumeRolePolicyDocument=TRUST)
+        iam.create_role(RoleName=f"app-{n}", AssumeRolePolicyDocument=ACCOUNT_TRUST)
     iam.create_role(
         RoleName="ops-admin",
-        AssumeRolePolicyDocument=TRUST,
+        AssumeRolePolicyDocument=ACCOUNT_TRUST,
         Tags=[{"Key": "breakglass", "Value": "true"}],
     )
 

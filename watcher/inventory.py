@@ -55,8 +55,12 @@ log = logging.getLogger(__name__)
 
 MAX_DISCOVERED_PER_ACCOUNT = 50
 ACCOUNTS_AT_ONCE = 8
-"""Accounts :func:`discover` reads at once (a 1,000-item page is a few MB while parsed)."""
+"""Accounts read at once (by :func:`discover`, and by the daemon's schedule): each holds a page of
+up to ``PAGE_SIZE`` users and roles, with their policies, while it reads it."""
 PAGE_SIZE = 1000  # GetAccountAuthorizationDetails' largest MaxItems
+READ_TIMEOUT = 30.0
+"""Seconds an IAM answer may take: a page of 1,000 users and roles with all their policies is
+built and sent more slowly than the short answers ``aws.READ_TIMEOUT`` is meant for."""
 _CONCURRENCY = 8  # per-user reads of one account at once
 _IAM_DEFAULT_REGION = "us-east-1"
 _SERVICE_LINKED_PATH = "/aws-service-role/"
@@ -316,7 +320,7 @@ async def _scan_account(
 ) -> _AccountScan:
     region = account.regions[0] if account.regions else _IAM_DEFAULT_REGION
     limit = asyncio.Semaphore(_CONCURRENCY)
-    async with clients.client("iam", region, account) as iam:
+    async with clients.client("iam", region, account, read_timeout=READ_TIMEOUT) as iam:
         # A page holds every policy of its users and roles too: each is dropped once read.
         listing = retrier.pages(
             iam, "get_account_authorization_details", Filter=_ENTITY_FILTER, MaxItems=PAGE_SIZE

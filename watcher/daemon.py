@@ -604,9 +604,7 @@ class Daemon:
         self.metrics.inventory_unwatched(account.id, result.truncated)
         max_age = self.config.inventory.max_access_key_age
         for principal in result.principals:
-            facts = result.facts.get(principal.name)
-            if facts is None:
-                continue
+            facts = result.facts[principal.name]  # every principal of a read account has them
             checks = check_credentials(principal, facts, max_key_age=max_age, now=now)
             self.metrics.set_credential_checks(principal.name, {c.check: c.ok for c in checks})
             self.metrics.set_access_key_ages(principal.name, access_key_ages(facts, now))

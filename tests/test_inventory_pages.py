@@ -4,13 +4,14 @@ pages it (``watcher/emulator/iam.py``: moto alone answers in one page)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from harness import ACCOUNT, ACCOUNT_TRUST, write_config
+from harness import ACCOUNT, ACCOUNT_TRUST, wait_for, write_config
 
 from watcher import inventory
 from watcher.aws import AwsClients
@@ -255,3 +256,27 @@ def test_a_principal_of_an_account_not_watched_is_reported_once(
         daemon._set_rules(daemon._loaded_rules)  # as after each inventory that changed anything
     (warning,) = [r for r in caplog.records if "not in accounts" in r.message]
     assert warning.__dict__["accounts"] == ["999999999999"]
+
+
+async def test_discoveries_close_together_are_watched_together_soon_after(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """The first account's discovery is watched at once; the next ones, read within
+    ``REBUILD_EVERY`` of it, together once that time has passed (one rebuild, not one each)."""
+    daemon = Daemon.load(daemon_config(tmp_path, emulator.endpoint_url))
+    daemon._rebuild_every = 0.3
+
+    def discovered(name: str) -> None:
+        found = Principal(name, "role", ACCOUNT, iam_names=(name,), origin="discovered")
+        daemon._discovered = (*daemon._discovered, found)
+        daemon._discoveries_changed()
+
+    def watched() -> set[str]:
+        return {p.name for p in daemon.watched_principals}
+
+    discovered("first")
+    assert "first" in watched()
+    discovered("second")
+    discovered("third")
+    assert not {"second", "third"} & watched()
+    await asyncio.to_thread(wait_for, lambda: {"second", "third"} <= watched(), 5, "the rebuild")

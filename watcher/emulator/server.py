@@ -12,9 +12,10 @@ from typing import Any
 
 # moto reads where its recorder writes once, when it is first imported: point it at a file of
 # this process before anything imports moto (else it is "moto_recording" in the working folder).
-os.environ.setdefault(
-    "MOTO_RECORDER_FILEPATH",
-    str(Path(tempfile.gettempdir()) / f"breakglass-emulator-calls-{os.getpid()}.jsonl"),
+# Always this process's own file, never one inherited: pytest-xdist workers inherit the
+# controller's environment, and two workers sharing one recording emptied each other's.
+os.environ["MOTO_RECORDER_FILEPATH"] = str(
+    Path(tempfile.gettempdir()) / f"breakglass-emulator-calls-{os.getpid()}.jsonl"
 )
 
 from watcher.emulator import dynamodb, iam

@@ -5,7 +5,8 @@ one minified ``.json.gz`` log file per account, region and five minutes, about 0
 into a temporary folder, then times, as whole processes run in turn (A B C ... A B C ...),
 ``--runs`` times each, min/median/max of wall seconds:
 
-- ``replay`` (the prefilter) and ``replay --strict`` (every record parsed),
+- ``replay`` (the prefilter, ``--jobs 1``: one core), ``replay --strict`` (every record
+  parsed) and ``replay --jobs 2``,
 - ``gunzip`` alone with zlib, with isal, and as replay does it (isal into one buffer sized by
   the gzip trailer: the floor of replay), ``gunzip + json.loads``, ``gunzip + orjson.loads`` of
   the same files (``bench/replay_baselines.py``),
@@ -103,11 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for count in sorted({2, *args.principals}):
             rules[count] = root / f"rules-{count}.yaml"
             rules[count].write_text(rules_text(count))
-        replay = [python, "-m", "watcher", "replay", "--rules"]
+        replay = [python, "-m", "watcher", "replay", "--jobs", "1", "--rules"]
         baseline = [python, str(BENCH / "replay_baselines.py")]
         commands = {
             "replay": [*replay, str(rules[2]), folder],
             "replay --strict": [*replay, str(rules[2]), "--strict", folder],
+            "replay --jobs 2": [*replay, str(rules[2]), "--jobs", "2", folder],
             "gunzip (zlib)": [*baseline, "zlib", folder],
             "gunzip (isal)": [*baseline, "isal", folder],
             "gunzip (isal, sized: replay's)": [*baseline, "sized", folder],

@@ -32,7 +32,7 @@ from watcher.emulator.archive import noise_record
 from watcher.gunzip import ERRORS, GUNZIP, ZLIB_GUNZIP
 from watcher.model import Principal, Rules
 from watcher.prefilter import Prefilter, glob_literal, needles
-from watcher.replay import input_files, run_replay
+from watcher.replay import run_replay
 from watcher.replay_file import ReplayEngine, classify_file
 from watcher.rules import load_rules
 
@@ -72,7 +72,7 @@ def corpus_records() -> list[dict[str, Any]]:
         elif "eventVersion" in obj:
             found.append(obj)
 
-    for path in input_files([REAL]):
+    for path in sorted(REAL.rglob("*.json")):
         walk(json.loads(path.read_bytes()))
     return found
 
@@ -515,9 +515,9 @@ def test_only_strict_warns_about_a_malformed_record_that_names_no_principal(
         out, err = io.StringIO(), io.StringIO()
         assert run_replay(RULES, [path], summary=False, out=out, err=err, strict=strict) == 0
         assert len(out.getvalue().splitlines()) == 1
-        warnings.append(err.getvalue())
-    assert warnings[0] == ""
-    assert warnings[1].startswith(f"warning: malformed record: {path}:1: Records[1]: eventTime")
+        warnings.append([w for w in err.getvalue().splitlines() if "malformed" in w])
+    assert warnings[0] == []
+    assert warnings[1][0].startswith(f"warning: malformed record: {path}:1: Records[1]: eventTime")
 
 
 def test_without_isal_replay_gunzips_with_zlib() -> None:

@@ -1,34 +1,41 @@
 """``breakglass-watcher replay``: classify CloudTrail files offline.
 
-Reads every file (a folder: every ``.json``/``.json.gz`` file below it, other files skipped
-quietly), classifies it with ``replay_file.classify_file`` (the prefilter parses only records
-that can be break-glass uses; ``strict`` parses all), keeps only the uses, de-duplicated across
-all inputs by dedup key (``replay_uses.Uses``, spilling to disk past a bound), and prints them in
-event-time order, one JSON line each, or a table per principal with ``--summary``. Of the
-records sharing a dedup key (the two account copies of one cross-account assume call) the one
-carrying the caller's identity decides (``Verdict.copy_rank``), whatever the input order; between
-equals the first seen stays. Malformed records are warned about on stderr with their location
-(with the prefilter: those among the records parsed); Insights records and digest files are only
-counted; a file that cannot be read makes the exit status 1, after the rest ran.
+Reads named files, folders and ``s3://`` prefixes (``archive.py``: CloudTrail's layout pruned to
+``--since/--until/--accounts/--regions``; other folders: every ``.json``/``.json.gz`` file
+below), each file classified on its own (``replay_file.py``: the prefilter parses only records
+that can be break-glass uses; ``strict`` parses all), in ``--jobs`` worker processes
+(``replay_pool.py``) whose results come back in file order. Keeps only break-glass uses in the
+selection, de-duplicated across all inputs by dedup key (``replay_uses.Uses``, spilling to disk
+past a bound), and prints them in event-time order, one JSON line each, or a table per principal
+with ``--summary``. Of the records sharing a dedup key (the two account copies of one cross-
+account assume call) the one carrying the caller's identity decides (``Verdict.copy_rank``),
+whatever the input order; between equals the first seen stays. Malformed records are warned
+about on stderr with their location (with the prefilter: those among the records parsed);
+Insights records and digest files are only counted; a file that cannot be read makes the exit
+status 1, after the rest ran. The last line on stderr sums up what was read.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from watcher.archive import Listing, objects
 from watcher.clock import iso_z
 from watcher.model import CLASSIFICATIONS, OUTCOMES, Rules
-from watcher.replay_file import FileResult, ReplayEngine, Use, classify_file
+from watcher.replay_file import FileResult, ReplayEngine, Use, selected
+from watcher.replay_pool import results
+from watcher.replay_progress import Progress, Totals, summary_line
 from watcher.replay_uses import DEFAULT_BOUND, Uses
+from watcher.trail_layout import Selection
 
 MAX_WARNINGS = 20
-LOG_SUFFIXES = (".json", ".json.gz")
+EVERYTHING = Selection()
 
 
 @dataclass
@@ -56,40 +63,6 @@ class Warnings:
                 "(CloudTrail Insights records, digest files)",
                 file=self.err,
             )
-
-
-class Collector:
-    """The per-file results of a run, merged in the order they are added: uses de-duplicated
-    (``Uses``), warnings, counts and the files that could not be read."""
-
-    def __init__(self, warnings: Warnings, bound: int = DEFAULT_BOUND) -> None:
-        self.uses = Uses(bound)
-        self.warnings = warnings
-        self.failed: list[str] = []
-        self.records_read = 0
-        self.records_parsed = 0
-
-    def add(self, result: FileResult) -> None:
-        for use in result.uses:
-            self.uses.add(use)
-        self.warnings.add(result)
-        self.records_read += result.records_read
-        self.records_parsed += result.records_parsed
-        if result.error is not None:
-            self.failed.append(result.error)
-
-
-def input_files(paths: Sequence[Path]) -> Iterator[Path]:
-    """``paths`` with each folder replaced by its ``.json``/``.json.gz`` files, recursively in
-    name order (real archives are nested ``AWSLogs/ACCOUNT/CloudTrail/REGION/Y/M/D`` folders).
-    Files named on the command line are read whatever their name."""
-    for path in paths:
-        if path.is_dir():
-            for found in sorted(path.rglob("*")):
-                if found.name.lower().endswith(LOG_SUFFIXES) and found.is_file():
-                    yield found
-        else:
-            yield path
 
 
 @dataclass
@@ -133,43 +106,54 @@ def summary_table(rules: Rules, uses: Iterable[Use]) -> str:
     )
 
 
-def read_file(path: Path, engine: ReplayEngine) -> FileResult:
-    """``classify_file`` of a local file; one that cannot be read is a result with an error."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return FileResult(str(path), error=f"{path}: cannot read: {exc}")
-    return classify_file(str(path), data, engine)
-
-
 def run_replay(
     rules: Rules,
-    files: Sequence[Path],
+    sources: Sequence[str | Path],
     *,
     summary: bool,
     out: TextIO,
     err: TextIO | None = None,
+    selection: Selection = EVERYTHING,
+    jobs: int = 1,
     strict: bool = False,
     bound: int = DEFAULT_BOUND,
 ) -> int:
-    """Classify ``files``; print uses (or the summary) to ``out``, warnings to ``err``
-    (stderr by default). ``strict`` parses every record (no prefilter); ``bound`` is the number
-    of uses kept in memory before they spill to disk. Returns 0, or 1 when a file could not
-    be read."""
+    """Classify the files of ``sources``; print uses (or the summary) to ``out``, warnings,
+    progress and the summary line to ``err`` (stderr by default). ``strict`` parses every
+    record (no prefilter); ``bound`` is the number of uses kept in memory before they spill to
+    disk. Returns 0, or 1 when a file or folder could not be read."""
     err = err if err is not None else sys.stderr
-    engine = ReplayEngine(rules, strict=strict)
-    collector = Collector(Warnings(err), bound)
+    warnings = Warnings(err)
+    uses = Uses(bound)
+    listing = Listing()
+    totals = Totals()
+    failed: list[str] = []
+    progress = Progress(err)
     try:
-        for path in input_files(files):
-            collector.add(read_file(path, engine))
+        try:
+            listed = progress.objects(objects([str(s) for s in sources], selection, listing))
+            for done in results(listed, ReplayEngine(rules, strict=strict), jobs):
+                result = done.result
+                totals.add(done)
+                warnings.add(result)
+                for use in result.uses:
+                    if selected(use, selection):
+                        uses.add(use)
+                if result.error is not None:
+                    failed.append(result.error)
+                progress.update(done, totals)
+        finally:
+            progress.close()
         if summary:
-            print(summary_table(rules, collector.uses), file=out)
+            print(summary_table(rules, uses), file=out)
         else:
-            for use in collector.uses:
+            for use in uses:
                 print(json.dumps(use.line()), file=out)
+        found = len(uses)
     finally:
-        collector.uses.close()
-    collector.warnings.finish()
-    for problem in collector.failed:
+        uses.close()
+    warnings.finish()
+    for problem in [*listing.errors, *failed]:
         print(f"error: {problem}", file=err)
-    return 1 if collector.failed else 0
+    print(summary_line(totals, found, listing.skipped), file=err)
+    return 1 if failed or listing.errors else 0

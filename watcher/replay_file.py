@@ -41,6 +41,7 @@ from watcher.gunzip import ERRORS as GUNZIP_ERRORS
 from watcher.gunzip import GUNZIP, ZLIB_GUNZIP
 from watcher.model import Rules, TrailEvent, Verdict
 from watcher.prefilter import Prefilter, needles
+from watcher.trail_layout import Selection
 
 MAX_FILE_WARNINGS = 20  # located warnings kept per file (the run prints at most as many)
 RECORD_START = b'{"eventVersion"'  # how CloudTrail starts every record of a log file
@@ -277,3 +278,13 @@ def classify_file(name: str, data: bytes, engine: ReplayEngine) -> FileResult:
         except _NotFast:
             result = FileResult(name)
     return _full(result, iter_stream(io.BytesIO(text), name), engine)
+
+
+def unreadable(name: str, error: str) -> FileResult:
+    """The result of a file that could not be read at all."""
+    return FileResult(name, error=error)
+
+
+def selected(use: Use, selection: Selection) -> bool:
+    """Whether a use is in the ``--since/--until/--accounts/--regions`` selection."""
+    return selection.keeps(use.event_time, use.account, use.region)

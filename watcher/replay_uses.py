@@ -76,6 +76,13 @@ class Uses:
         rows = self._db.execute("SELECT use FROM uses ORDER BY time, seq")
         return (pickle.loads(use) for (use,) in rows)
 
+    def __len__(self) -> int:
+        if self._db is None:
+            return len(self._memory)
+        self._spill()
+        (count,) = self._db.execute("SELECT COUNT(*) FROM uses").fetchone()
+        return int(count)
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()

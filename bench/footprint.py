@@ -29,7 +29,7 @@ from pathlib import Path
 from emulated import emulated
 from harness import running_daemon
 from pipeline import measure, state_bytes, write_config
-from replay import chunk, templates
+from stream import chunk, templates
 
 from watcher.daemon import Daemon
 from watcher.events import parse_body

@@ -1,7 +1,7 @@
 """Daemon pipeline throughput: parse + classify + de-duplicate + store, against bare
 ``json.loads`` of the same bytes.
 
-The stream is bench/replay.py's (EventBridge envelopes as the SQS source receives them, about
+The stream is bench/stream.py's (EventBridge envelopes as the SQS source receives them, about
 1% break-glass, 5% of those delivered twice). Each body goes through ``events.parse_body`` as in
 the SQS source, then batches of 10 (an SQS receive) or 50 (a LookupEvents page) through the
 daemon's own ``Daemon.sink``: classify, ``SqliteStore.commit`` (dedup, WAL, ``synchronous=FULL``)
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from replay import ACCOUNT, chunk, templates
+from stream import ACCOUNT, chunk, templates
 
 from watcher.daemon import Daemon
 from watcher.events import parse_body

@@ -73,7 +73,8 @@ def test_examples_replay_to_the_documented_verdicts(capsys: pytest.CaptureFixtur
     assert main(["--log-format", "text", "replay", "--rules", str(REPO / "rules"), *files]) == 0
     captured = capsys.readouterr()
     assert captured.err == (
-        "replay: 3 files (0.0 MB), 18 records read, 18 parsed, 7 uses found\n"
+        # the prefilter parses 6 of the log file's 9 records; the other files are read in full
+        "replay: 3 files (0.0 MB), 18 records read, 15 parsed, 7 uses found\n"
     ), "nothing but the summary line"
     lines = [json.loads(line) for line in captured.out.splitlines()]
     fields = (

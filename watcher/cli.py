@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--summary", action="store_true", help="a table per principal instead")
     replay.add_argument(
+        "--strict",
+        action="store_true",
+        help="parse every record (no prefilter) and warn about every malformed one",
+    )
+    replay.add_argument(
         "--since", type=_bound(end=False), help="ISO date or time (UTC unless an offset is given)"
     )
     replay.add_argument(
@@ -349,6 +354,7 @@ def _replay(args: argparse.Namespace) -> int:
             out=sys.stdout,
             selection=selection,
             jobs=args.jobs,
+            strict=args.strict,
         )
         sys.stdout.flush()
     except BrokenPipeError:

@@ -268,7 +268,9 @@ def normalise(record: Mapping[str, Any], where: str) -> TrailEvent:
         raise MalformedEventError(f"{where}: {exc}") from None
 
 
-def _one(record: object, where: str) -> Item:
+def one_record(record: object, where: str) -> Item:
+    """One parsed CloudTrail record as a ``TrailEvent``, or why it is none (located at
+    ``where``)."""
     if isinstance(record, Mapping) and (reason := _skip_reason(record)) is not None:
         return Skipped(where, reason)
     try:
@@ -328,14 +330,14 @@ def _lookup_item(item: object, where: str) -> Item:
         return Malformed(where, "LookupEvents item is not an object")
     payload = item.get("CloudTrailEvent")
     if isinstance(payload, dict):
-        return _one(payload, where)
+        return one_record(payload, where)
     if not isinstance(payload, str):
         return Malformed(where, "CloudTrailEvent is not a JSON string")
     try:
         record = loads(payload)
     except ValueError as exc:
         return Malformed(where, f"CloudTrailEvent is not JSON: {exc}")
-    return _one(record, where)
+    return one_record(record, where)
 
 
 def _sub(where: str, part: str) -> str:
@@ -363,13 +365,13 @@ def _document(obj: object, where: str, top: bool) -> list[Item]:
             ]
         return [Malformed(where, f"a JSON {type(obj).__name__} is not a CloudTrail document")]
     if "detail" in obj and "eventID" not in obj:  # an EventBridge envelope: the usual case
-        return [_one(obj["detail"], _sub(where, "detail"))]
+        return [one_record(obj["detail"], _sub(where, "detail"))]
     for key in ("Records", "Events"):
         if key in obj:
             items = obj[key]
             if type(items) is not list:
                 return [Malformed(_sub(where, key), "is not a list")]
-            one = _one if key == "Records" else _lookup_item
+            one = one_record if key == "Records" else _lookup_item
             return [one(item, _sub(where, f"{key}[{i}]")) for i, item in enumerate(items)]
     if "CloudTrailEvent" in obj:
         return [_lookup_item(obj, where)]
@@ -377,7 +379,7 @@ def _document(obj: object, where: str, top: bool) -> list[Item]:
         return [Skipped(where, "a CloudTrail digest file, not a log file")]
     if "eventID" not in obj and "eventVersion" not in obj:
         return [Malformed(where, _UNKNOWN)]
-    return [_one(obj, where)]
+    return [one_record(obj, where)]
 
 
 def iter_document(obj: object, where: str) -> Iterator[Item]:
@@ -420,7 +422,7 @@ def _salvage(data: bytes, where: str, reason: str) -> Iterator[Item]:
         yield Malformed(where, reason)
         return
     key = start.group(1).decode()
-    one = _one if key == "Records" else _lookup_item
+    one = one_record if key == "Records" else _lookup_item
     all_parsed = True
     for i, piece in enumerate(_elements(data, start.end())):
         location = _sub(where, f"{key}[{i}]")
@@ -464,25 +466,28 @@ def _elements(data: bytes, pos: int) -> Iterator[bytes]:
         yield data[start:]
 
 
-def _lines(data: bytes, path: Path, first: int = 1) -> Iterator[Item]:
+def _lines(data: bytes, path: Path | str, first: int = 1) -> Iterator[Item]:
     for number, line in enumerate(data.split(b"\n"), start=first):
         if line.strip():
             yield from _parse(line, f"{path}:{number}")
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
 @contextmanager
-def _open(path: Path) -> Iterator[io.BufferedIOBase]:
-    """The file's bytes, gunzipped when they start with gzip's magic (whatever the name says).
-    Closes the file afterwards: a GzipFile leaves the file it was handed open."""
-    with path.open("rb") as raw:
-        if raw.peek(2)[:2] == b"\x1f\x8b":
-            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-                yield unzipped
-        else:
-            yield raw
+def _unzipped(raw: io.BufferedIOBase, head: bytes) -> Iterator[io.BufferedIOBase]:
+    """``raw`` gunzipped when its first bytes ``head`` are gzip's magic (whatever the name
+    says). A GzipFile leaves the file it was handed open: its owner closes it."""
+    if head[:2] == GZIP_MAGIC:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+            yield unzipped
+    else:
+        yield raw
 
 
-def iter_stream(stream: io.BufferedIOBase, path: Path) -> Iterator[Item]:
+def iter_stream(stream: io.BufferedIOBase, path: Path | str) -> Iterator[Item]:
     """The records of an open (already decompressed) binary stream, read as ``iter_file``
     describes; ``path`` only names locations."""
     first = stream.readline()
@@ -530,7 +535,17 @@ def iter_file(path: Path) -> Iterator[Item]:
     to its end (records yielded before stay valid).
     """
     try:
-        with _open(path) as stream:
+        with path.open("rb") as raw, _unzipped(raw, raw.peek(2)) as stream:
             yield from iter_stream(stream, path)
-    except (OSError, EOFError, zlib.error) as exc:
+    except _READ_ERRORS as exc:
         raise FileReadError(f"{path}: cannot read: {exc}") from exc
+
+
+def iter_data(data: bytes, name: str) -> Iterator[Item]:
+    """``iter_file`` of a file's bytes already in memory (as stored: gzip or plain), named
+    ``name`` in locations and errors."""
+    try:
+        with _unzipped(io.BytesIO(data), data) as stream:
+            yield from iter_stream(stream, name)
+    except _READ_ERRORS as exc:
+        raise FileReadError(f"{name}: cannot read: {exc}") from exc

@@ -18,10 +18,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fnmatch import translate
 from typing import Any
 
 from watcher.events import ASSUME_EVENTS, ASSUME_ROOT, STS_SOURCE
+from watcher.globs import GlobSet
 from watcher.model import Principal, PrincipalKind, TrailEvent
 
 _Key = tuple[str, PrincipalKind, str]
@@ -52,8 +52,7 @@ class PrincipalIndex:
         self._names: dict[_Key, Principal] = {}
         self._roots: dict[str, Principal] = {}
         self._by_arn: dict[str, Principal | None] = {}
-        self._patterns: dict[tuple[str, PrincipalKind], list[tuple[re.Pattern[str], Principal]]]
-        self._patterns = {}
+        globs: dict[tuple[str, PrincipalKind], list[tuple[str, Principal]]] = {}
         for p in principals:
             if p.kind == "root":
                 self._roots.setdefault(p.account, p)
@@ -61,8 +60,12 @@ class PrincipalIndex:
             for name in p.iam_names:
                 self._names.setdefault((p.account, p.kind, name.lower()), p)
             if p.name_pattern is not None:
-                pattern = re.compile(translate(p.name_pattern.lower()))
-                self._patterns.setdefault((p.account, p.kind), []).append((pattern, p))
+                globs.setdefault((p.account, p.kind), []).append((p.name_pattern, p))
+        # One glob set per account and kind, in rule order: the first pattern that matches wins.
+        self._patterns: dict[tuple[str, PrincipalKind], tuple[GlobSet, list[Principal]]] = {
+            key: (GlobSet([g.lower() for g, _ in gs]), [p for _, p in gs])
+            for key, gs in globs.items()
+        }
 
     def lookup(self, account: str, kind: PrincipalKind, name: str) -> Principal | None:
         """The principal of IAM ``kind`` named ``name`` (any case) in ``account``."""
@@ -70,10 +73,11 @@ class PrincipalIndex:
         found = self._names.get((account, kind, lowered))
         if found is not None:
             return found
-        for pattern, principal in self._patterns.get((account, kind), ()):
-            if pattern.match(lowered):
-                return principal
-        return None
+        patterns = self._patterns.get((account, kind))
+        if patterns is None:
+            return None
+        first = patterns[0].first(lowered)
+        return None if first is None else patterns[1][first]
 
     def by_arn(self, arn: object) -> Principal | None:
         """The principal a user, role or assumed-role ARN names (memoised: ARNs repeat)."""

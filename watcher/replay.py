@@ -1,59 +1,41 @@
 """``breakglass-watcher replay``: classify CloudTrail files offline.
 
-Reads named files, folders and ``s3://`` prefixes (``archive.py``: CloudTrail's layout pruned
-to ``--since/--until/--accounts/--regions``; other folders: every ``.json``/``.json.gz`` file
-below), each file classified on its own (``replay_file.py``), in ``--jobs`` worker processes
-(``replay_pool.py``) whose results come back in file order. Keeps only break-glass verdicts in
-the selection, de-duplicated across all inputs by ``TrailEvent.dedup_key``, and prints them in
-event-time order, one JSON line each, or a table per principal with ``--summary``. Of the
-records sharing a dedup key (the two account copies of one cross-account assume call) the one
-carrying the caller's identity decides (``Verdict.copy_rank``), whatever the input order;
-between equals the first seen stays. Malformed records are warned about on stderr with their
-location; Insights records and digest files are only counted; a file that cannot be read makes
-the exit status 1, after the rest ran. The last line on stderr sums up what was read.
+Reads named files, folders and ``s3://`` prefixes (``archive.py``: CloudTrail's layout pruned to
+``--since/--until/--accounts/--regions``; other folders: every ``.json``/``.json.gz`` file
+below), each file classified on its own (``replay_file.py``: the prefilter parses only records
+that can be break-glass uses; ``strict`` parses all), in ``--jobs`` worker processes
+(``replay_pool.py``) whose results come back in file order. Keeps only break-glass uses in the
+selection, de-duplicated across all inputs by dedup key (``replay_uses.Uses``, spilling to disk
+past a bound), and prints them in event-time order, one JSON line each, or a table per principal
+with ``--summary``. Of the records sharing a dedup key (the two account copies of one cross-
+account assume call) the one carrying the caller's identity decides (``Verdict.copy_rank``),
+whatever the input order; between equals the first seen stays. Malformed records are warned
+about on stderr with their location (with the prefilter: those among the records parsed);
+Insights records and digest files are only counted; a file that cannot be read makes the exit
+status 1, after the rest ran. The last line on stderr sums up what was read.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from watcher.archive import Listing, objects
-from watcher.classify import Classifier
 from watcher.clock import iso_z
-from watcher.events import Malformed, Skipped
-from watcher.model import CLASSIFICATIONS, OUTCOMES, Rules, TrailEvent, Verdict
-from watcher.replay_file import selected
+from watcher.model import CLASSIFICATIONS, OUTCOMES, Rules
+from watcher.replay_file import FileResult, ReplayEngine, Use, selected
 from watcher.replay_pool import results
 from watcher.replay_progress import Progress, Totals, summary_line
+from watcher.replay_uses import DEFAULT_BOUND, Uses
 from watcher.trail_layout import Selection
 
 MAX_WARNINGS = 20
 EVERYTHING = Selection()
-
-
-def verdict_line(verdict: Verdict) -> dict[str, Any]:
-    """The JSON object ``replay`` prints for one verdict."""
-    event = verdict.event
-    return {
-        "event_id": event.event_id,
-        "event_time": iso_z(event.event_time),
-        "principal": verdict.principal,
-        "classification": verdict.classification,
-        "exercise": verdict.exercise,
-        "outcome": verdict.outcome,
-        "event_name": event.event_name,
-        "session_name": event.session_name,
-        "source_ip": event.source_ip,
-        "account": event.account,
-        "region": event.region,
-        "dedup_key": event.dedup_key,
-    }
 
 
 @dataclass
@@ -64,10 +46,11 @@ class Warnings:
     count: int = 0
     skipped: int = 0
 
-    def malformed(self, item: Malformed) -> None:
-        self.count += 1
-        if self.count <= MAX_WARNINGS:
-            print(f"warning: malformed record: {item}", file=self.err)
+    def add(self, result: FileResult) -> None:
+        self.skipped += result.skipped
+        for warning in result.warnings[: max(0, MAX_WARNINGS - self.count)]:
+            print(f"warning: malformed record: {warning}", file=self.err)
+        self.count += result.malformed
 
     def finish(self) -> None:
         if self.count > MAX_WARNINGS:
@@ -82,39 +65,6 @@ class Warnings:
             )
 
 
-class Collector:
-    """Classifies records as they stream past and keeps only the break-glass verdicts,
-    de-duplicated by ``dedup_key`` (the highest ``copy_rank`` wins, then the first seen), in
-    order of first arrival."""
-
-    def __init__(self, classifier: Classifier, warnings: Warnings) -> None:
-        self._classify = classifier.classify
-        self._warnings = warnings
-        self._at: dict[str, int] = {}  # dedup key -> index in verdicts
-        self.verdicts: list[Verdict] = []
-
-    def add(self, item: TrailEvent | Malformed | Skipped) -> None:
-        if isinstance(item, Malformed):
-            self._warnings.malformed(item)
-            return
-        if isinstance(item, Skipped):
-            self._warnings.skipped += 1
-            return
-        verdict = self._classify(item)
-        if verdict is not None:
-            self.keep(verdict)
-
-    def keep(self, verdict: Verdict) -> None:
-        """Take a break-glass verdict classified elsewhere (a worker process)."""
-        key = verdict.event.dedup_key
-        at = self._at.get(key)
-        if at is None:
-            self._at[key] = len(self.verdicts)
-            self.verdicts.append(verdict)
-        elif verdict.copy_rank > self.verdicts[at].copy_rank:
-            self.verdicts[at] = verdict
-
-
 @dataclass
 class _Row:
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -122,21 +72,21 @@ class _Row:
     last: datetime | None = None
     exercises: set[str] = field(default_factory=set)
 
-    def add(self, verdict: Verdict) -> None:
-        key = (verdict.classification, verdict.outcome)
+    def add(self, use: Use) -> None:
+        key = (use.classification, use.outcome)
         self.counts[key] = self.counts.get(key, 0) + 1
-        t = verdict.event.event_time
+        t = use.event_time
         self.first = t if self.first is None else min(self.first, t)
         self.last = t if self.last is None else max(self.last, t)
-        if verdict.exercise:
-            self.exercises.add(verdict.exercise)
+        if use.exercise:
+            self.exercises.add(use.exercise)
 
 
-def summary_table(rules: Rules, verdicts: Sequence[Verdict]) -> str:
+def summary_table(rules: Rules, uses: Iterable[Use]) -> str:
     """A plain-text table: one row per principal of the rules (and any other seen)."""
     rows: dict[str, _Row] = {p.name: _Row() for p in rules.principals}
-    for verdict in verdicts:
-        rows.setdefault(verdict.principal, _Row()).add(verdict)
+    for use in uses:
+        rows.setdefault(use.principal, _Row()).add(use)
     columns = [f"{c} {o}" for c in CLASSIFICATIONS for o in OUTCOMES]
     header = ["principal", *columns, "first", "last", "exercises"]
     table = [header]
@@ -165,41 +115,45 @@ def run_replay(
     err: TextIO | None = None,
     selection: Selection = EVERYTHING,
     jobs: int = 1,
+    strict: bool = False,
+    bound: int = DEFAULT_BOUND,
 ) -> int:
-    """Classify the files of ``sources``; print verdicts (or the summary) to ``out``, warnings,
-    progress and the summary line to ``err`` (stderr by default). Returns 0, or 1 when a file
-    or folder could not be read."""
+    """Classify the files of ``sources``; print uses (or the summary) to ``out``, warnings,
+    progress and the summary line to ``err`` (stderr by default). ``strict`` parses every
+    record (no prefilter); ``bound`` is the number of uses kept in memory before they spill to
+    disk. Returns 0, or 1 when a file or folder could not be read."""
     err = err if err is not None else sys.stderr
     warnings = Warnings(err)
-    collector = Collector(Classifier(rules), warnings)
+    uses = Uses(bound)
     listing = Listing()
     totals = Totals()
     failed: list[str] = []
     progress = Progress(err)
     try:
-        listed = progress.objects(objects([str(s) for s in sources], selection, listing))
-        for done in results(listed, rules, jobs):
-            result = done.result
-            totals.add(done)
-            for item in result.malformed:
-                warnings.malformed(item)
-            warnings.skipped += result.skipped
-            for use in result.uses:
-                if selected(use, selection):
-                    collector.keep(use)
-            if result.error is not None:
-                failed.append(result.error)
-            progress.update(done, totals)
+        try:
+            listed = progress.objects(objects([str(s) for s in sources], selection, listing))
+            for done in results(listed, ReplayEngine(rules, strict=strict), jobs):
+                result = done.result
+                totals.add(done)
+                warnings.add(result)
+                for use in result.uses:
+                    if selected(use, selection):
+                        uses.add(use)
+                if result.error is not None:
+                    failed.append(result.error)
+                progress.update(done, totals)
+        finally:
+            progress.close()
+        if summary:
+            print(summary_table(rules, uses), file=out)
+        else:
+            for use in uses:
+                print(json.dumps(use.line()), file=out)
+        found = len(uses)
     finally:
-        progress.close()
-    verdicts = sorted(collector.verdicts, key=lambda v: v.event.event_time)  # stable
-    if summary:
-        print(summary_table(rules, verdicts), file=out)
-    else:
-        for verdict in verdicts:
-            print(json.dumps(verdict_line(verdict)), file=out)
+        uses.close()
     warnings.finish()
     for problem in [*listing.errors, *failed]:
         print(f"error: {problem}", file=err)
-    print(summary_line(totals, len(verdicts), listing.skipped), file=err)
+    print(summary_line(totals, found, listing.skipped), file=err)
     return 1 if failed or listing.errors else 0

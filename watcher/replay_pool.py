@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 from watcher.archive import Object, ReadError, read_object
 from watcher.errors import WatcherError
-from watcher.model import Rules
 from watcher.replay_file import FileResult, ReplayEngine, classify_file, unreadable
 
 WINDOW_PER_JOB = 4
@@ -50,13 +49,14 @@ def process(obj: Object, engine: ReplayEngine) -> FileDone:
     return FileDone(classify_file(obj.name, data, engine), len(data))
 
 
-def _start_worker(rules: Rules, aws_env: dict[str, str]) -> None:
+def _start_worker(engine: ReplayEngine, aws_env: dict[str, str]) -> None:
+    """``engine`` arrives pickled as its rules and is rebuilt here, once per worker."""
     global _engine
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         del os.environ[name]
     os.environ.update(aws_env)
-    _engine = ReplayEngine(rules)
+    _engine = engine
 
 
 def _work(obj: Object) -> FileDone:
@@ -64,14 +64,13 @@ def _work(obj: Object) -> FileDone:
     return process(obj, _engine)
 
 
-def results(objects: Iterable[Object], rules: Rules, jobs: int) -> Iterator[FileDone]:
+def results(objects: Iterable[Object], engine: ReplayEngine, jobs: int) -> Iterator[FileDone]:
     """The result of every file, in the order of ``objects``; ``jobs`` 1 (or a single file: a
     pool would only cost its start) runs in this process."""
     listed = iter(objects)
     first = list(itertools.islice(listed, 2))
     objects = itertools.chain(first, listed)
     if jobs == 1 or len(first) < 2:
-        engine = ReplayEngine(rules)
         for obj in objects:
             yield process(obj, engine)
         return
@@ -82,7 +81,7 @@ def results(objects: Iterable[Object], rules: Rules, jobs: int) -> Iterator[File
         jobs,
         mp_context=context,
         initializer=_start_worker,
-        initargs=(rules, aws_env),
+        initargs=(engine, aws_env),
     ) as pool:
         window: deque[Future[FileDone]] = deque()
         try:

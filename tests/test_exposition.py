@@ -13,6 +13,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from watcher.exposition import CachedExposition
 
 TEXT = ""
+CHANGED = [("1", 'quote " and \\ and \n'), ("3", "eu-west-1")]
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 
@@ -23,6 +24,8 @@ class Metrics:
         self.errors = Counter("errors", "Errors.", ["account", "kind"], registry=self.registry)
         self.delay = Histogram("delay_seconds", "Delay.", buckets=(1, 5), registry=self.registry)
         self.up.labels("1", 'quote " and \\ and \n').set(1)
+        self.up.labels("2", "us-east-1").set(1)
+        self.up.labels("3", "eu-west-1").set(1)
         self.errors.labels("1", "auth").inc()
         self.delay.observe(2)
 
@@ -34,8 +37,14 @@ def _expected(metrics: Metrics, accept: str) -> bytes:
     return generate_latest(metrics.registry)
 
 
+def _set_up(metrics: Metrics, labels: list[tuple[str, str]], value: float) -> None:
+    for account, region in labels:
+        metrics.up.labels(account, region).set(value)
+
+
 CHANGES: dict[str, Callable[[Metrics], None]] = {
     "a value": lambda m: m.up.labels("1", 'quote " and \\ and \n').set(0),
+    "two values of three": lambda m: _set_up(m, CHANGED, 0.5),
     "a new label set": lambda m: m.up.labels("2", "eu-west-1").set(1),
     "a label set removed": lambda m: m.errors.remove("1", "auth"),
     "a histogram observed": lambda m: m.delay.observe(7),
@@ -66,21 +75,25 @@ def test_switching_format_renders_the_new_one() -> None:
     assert exposition.render(TEXT)[0] == _expected(metrics, TEXT)
 
 
-def test_an_unchanged_family_is_not_formatted_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_changed_samples_are_formatted_again(monkeypatch: pytest.MonkeyPatch) -> None:
     metrics = Metrics()
     exposition = CachedExposition(metrics.registry)
     exposition.render(TEXT)
-    formatted: list[str] = []
+    formatted: list[tuple[str, dict[str, str]]] = []
     real = generate_latest
 
     def counting(registry: CollectorRegistry, *args: object, **kwargs: object) -> bytes:
-        formatted.extend(family.name for family in registry.collect())
+        formatted.extend((s.name, s.labels) for f in registry.collect() for s in f.samples)
         return real(registry)
 
-    # Counts the families formatted; the output is still prometheus_client's.
+    # Records the samples formatted; the output is still prometheus_client's.
     monkeypatch.setattr(
         "watcher.exposition.choose_encoder", lambda accept: (counting, choose_encoder(accept)[1])
     )
     metrics.errors.labels("1", "auth").inc()
+    metrics.up.labels("3", "eu-west-1").set(0)
     assert exposition.render(TEXT)[0] == _expected(metrics, TEXT)
-    assert formatted == ["errors"]
+    assert formatted == [
+        ("up", {"account": "3", "region": "eu-west-1"}),
+        ("errors_total", {"account": "1", "kind": "auth"}),
+    ]

@@ -42,8 +42,8 @@ CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 6.0
 # Twice the polls that run at once: every running poll has its client and as many idle ones
 # stay open. Up to this many account-regions (e.g. 32 accounts x 4 regions) no poll opens a
-# client; beyond, each poll opens one (about 5 ms of CPU, bench/aws_clients.py) and memory stays
-# at this many clients (about 0.2 MB each).
+# client; beyond, each poll opens one and its connection (about 10 ms of CPU in all,
+# bench/aws_clients.py) and memory stays at this many clients (about 0.27 MB each).
 POOL_SIZE = 2 * DEFAULT_CONCURRENCY
 
 _TLS_LOCK = threading.Lock()  # contexts are built in worker threads

@@ -215,3 +215,27 @@ async def test_reload_and_stop_with_polls_in_flight_leak_no_client(
         daemon.stop.set()  # what SIGTERM does, whatever polls are running
         assert await asyncio.wait_for(task, 30) == 0
     assert daemon._aws.pool.live == 0
+
+
+@pytest.mark.slow  # polls, reloads onto another endpoint, waits for the old pollers to stop
+async def test_an_endpoint_change_closes_the_old_factorys_clients(
+    emulator: Emulator, tmp_path: Path, closed_port: int
+) -> None:
+    config = write_config(
+        tmp_path, endpoint_url=emulator.endpoint_url, queue_url=None, rules=break_glass_rules()
+    )
+    daemon = Daemon.load(config)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.listening.wait(), 20)
+        await asyncio.to_thread(wait_for, lambda: emulator.lookup.calls(), 30, "a first poll")
+        old = daemon._aws
+        assert old is not None and old.pool.live == 1
+        moved = config.read_text().replace(emulator.endpoint_url, f"http://127.0.0.1:{closed_port}")
+        config.write_text(moved)
+        assert await daemon.reload()
+        await asyncio.to_thread(wait_for, lambda: old.pool.live == 0, 30, "old clients closed")
+        assert daemon._aws is not old and not daemon._retired_aws
+    finally:
+        daemon.stop.set()
+        assert await asyncio.wait_for(task, 30) == 0

@@ -3,7 +3,7 @@ the exercise history.
 
 ``/metrics`` negotiates the exposition format with the scraper (Prometheus text by default,
 OpenMetrics when asked for), as prometheus_client's own handlers do, and formats again only the
-metric families that changed since the last scrape (``exposition.py``). Access logs are off: a
+samples that changed since the last scrape (``exposition.py``). Access logs are off: a
 scrape every 15 s would drown the watcher's own log lines.
 
 Limits, so that no peer can starve the process of file descriptors: a connection that sends no

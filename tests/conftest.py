@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
 import pytest
 
+from watcher.aws import AwsClients
 from watcher.emulator.server import Emulator, start_emulator
 from watcher.metrics import drop_created_series
 from watcher.model import TrailEvent
@@ -118,3 +119,12 @@ def sink() -> RecordingSink:
 @pytest.fixture
 def observer() -> RecordingObserver:
     return RecordingObserver()
+
+
+@pytest.fixture
+async def aws_clients(emulator: Emulator) -> AsyncIterator[AwsClients]:
+    """The daemon's client factory for the emulator; its pooled clients closed after the test
+    (an unclosed one fails the test with a ResourceWarning)."""
+    clients = AwsClients(emulator.endpoint_url)
+    yield clients
+    await clients.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
 import boto3
@@ -81,3 +82,19 @@ async def test_botocore_does_not_retry_behind_our_back(emulator: Emulator) -> No
             await cloudtrail.lookup_events()
     assert caught.value.response["Error"]["Code"] == "ThrottlingException"
     assert len(emulator.lookup.calls()) == 1
+
+
+async def test_every_client_shares_one_tls_context(emulator: Emulator) -> None:
+    """Each client would otherwise load the CA bundle into a TLS context of its own (about
+    0.8 MB each). Read from aiobotocore's HTTP session and aiohttp's connector (no public
+    accessor): this breaks loudly if an aiobotocore upgrade stops calling the override."""
+    clients = AwsClients(emulator.endpoint_url)
+    contexts = []
+    for region, account in [("us-east-1", None), ("eu-west-1", "111111111111")]:
+        role = f"arn:aws:iam::{account}:role/r" if account else None
+        owner = Account(account, (region,), role_arn=role) if account else None
+        async with clients.client("cloudtrail", region, owner) as cloudtrail:
+            await cloudtrail.lookup_events()
+            [session] = cloudtrail._endpoint.http_session._sessions.values()
+            contexts.append(session.connector._ssl)
+    assert isinstance(contexts[0], ssl.SSLContext) and contexts[1] is contexts[0]

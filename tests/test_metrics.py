@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -337,6 +338,35 @@ def test_source_health() -> None:
     assert (
         value(metrics, "breakglass_source_up", source="iam", account=ACCOUNT, region="global") == 0
     )
+
+
+def test_each_source_is_eight_series_and_a_dropped_one_leaves_none() -> None:
+    """The cardinality bound README states: 8 ``breakglass_source_*`` series per source
+    (account-region), whatever happened to it."""
+
+    def per_source() -> Counter[tuple[str, ...]]:
+        return Counter(
+            (labels["source"], labels["account"], labels["region"])
+            for (name, key), _ in samples(metrics).items()
+            if name.startswith("breakglass_source_") and (labels := dict(key))
+        )
+
+    metrics = started()
+    for labels in SOURCES:
+        metrics.source_success(*labels, NOW)
+        metrics.source_error(*labels, "network")
+    metrics.set_stale_after(dict.fromkeys(SOURCES, 300.0))
+    assert per_source() == dict.fromkeys(SOURCES, 8)
+    metrics.init_labels(RULES, SOURCES[:1])
+    metrics.set_stale_after({SOURCES[0]: 300.0})
+    assert per_source() == {SOURCES[0]: 8}
+    metrics.init_labels(RULES, SOURCES)  # back: down, errors from 0, no last success yet
+    source, account, region = SOURCES[1]
+    where = {"source": source, "account": account, "region": region}
+    assert value(metrics, "breakglass_source_errors_total", **where, kind="network") == 0.0
+    assert value(metrics, "breakglass_source_up", **where) == 0.0
+    last = "breakglass_source_last_success_timestamp_seconds"
+    assert value(metrics, last, **where) is None
 
 
 def test_window_state_and_reload_result() -> None:

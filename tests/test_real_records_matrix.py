@@ -227,7 +227,7 @@ class _NoCheckpoints:
 
 
 def _poller(
-    emulator: Emulator,
+    clients: AwsClients,
     account: str,
     region: str,
     now: datetime,
@@ -243,7 +243,7 @@ def _poller(
         rate_per_second=200.0,
     )
     return LookupPoller(
-        AwsClients(emulator.endpoint_url),
+        clients,
         Account(account, (region,), role_arn=f"arn:aws:iam::{account}:role/watcher-reader"),
         region,
         settings,
@@ -275,7 +275,7 @@ async def _poll_once(poller: LookupPoller, observer: RecordingObserver) -> None:
 @pytest.mark.slow  # a poll of every account and region a record was logged in, per record
 @pytest.mark.parametrize("name", sorted(set(FILES) - ARCHIVE_ONLY))
 async def test_the_pollers_queries_find_every_identified_record(
-    emulator: Emulator, name: str
+    emulator: Emulator, aws_clients: AwsClients, name: str
 ) -> None:
     emulator.lookup.rate_per_second = 1000
     records = [i.raw for i in corpus(name) if isinstance(i, TrailEvent)] + _session_starts(name)
@@ -298,7 +298,7 @@ async def test_the_pollers_queries_find_every_identified_record(
         for account, region in sorted(places):
             observer = RecordingObserver()
             poller = _poller(
-                emulator, account, region, now, sink, observer, sessions[account], lookback
+                aws_clients, account, region, now, sink, observer, sessions[account], lookback
             )
             await _poll_once(poller, observer)
     assert {e.event_id for e in wanted} <= set(sink.event_ids), sorted(

@@ -64,7 +64,7 @@ class Clock:
 
 
 def _poller(
-    emulator: Emulator,
+    clients: AwsClients,
     store: MemoryStore,
     observer: RecordingObserver,
     clock: Clock,
@@ -81,7 +81,7 @@ def _poller(
         rate_per_second=rate,
     )
     return LookupPoller(
-        AwsClients(emulator.endpoint_url),
+        clients,
         account or Account(ACCOUNT, ("us-east-1",)),
         "us-east-1",
         settings,
@@ -130,7 +130,7 @@ def _most_in_a_second(calls: list[LookupCall]) -> int:
 
 
 async def test_one_poll_finds_every_kind_of_break_glass_event(
-    emulator: Emulator, observer: RecordingObserver
+    emulator: Emulator, observer: RecordingObserver, aws_clients: AwsClients
 ) -> None:
     emulator.lookup.rate_per_second = 1000
     t = NOW - timedelta(minutes=10)
@@ -194,7 +194,7 @@ async def test_one_poll_finds_every_kind_of_break_glass_event(
         emulator.lookup.add(record)
     store = MemoryStore()
 
-    await _poll_until_success(_poller(emulator, store, observer, Clock(NOW)), observer)
+    await _poll_until_success(_poller(aws_clients, store, observer, Clock(NOW)), observer)
 
     assert sorted(store.event_ids) == sorted(r["eventID"] for r in wanted)
     [(_, source, checkpoints)] = store.batches
@@ -220,14 +220,14 @@ async def test_one_poll_finds_every_kind_of_break_glass_event(
 
 @pytest.mark.slow  # paced by the real rate limit
 async def test_the_rate_holds_while_paging_over_many_events(
-    emulator: Emulator, observer: RecordingObserver
+    emulator: Emulator, observer: RecordingObserver, aws_clients: AwsClients
 ) -> None:
     emulator.lookup.rate_per_second = 5  # AWS allows 2; configs use less (1.5), so do we
     for i in range(160):
         emulator.lookup.add(_user_call("Break-Glass-User", f"e{i:03}", NOW - timedelta(seconds=i)))
     store = MemoryStore()
 
-    await _poll_until_success(_poller(emulator, store, observer, Clock(NOW), rate=4), observer)
+    await _poll_until_success(_poller(aws_clients, store, observer, Clock(NOW), rate=4), observer)
 
     assert sorted(store.event_ids) == [f"e{i:03}" for i in range(160)]
     calls = emulator.lookup.calls(ACCOUNT, "us-east-1")
@@ -241,7 +241,7 @@ async def test_the_rate_holds_while_paging_over_many_events(
 
 @pytest.mark.slow  # paced by the real rate limit
 async def test_throttling_is_survived_counted_and_skips_no_page(
-    emulator: Emulator, observer: RecordingObserver
+    emulator: Emulator, observer: RecordingObserver, aws_clients: AwsClients
 ) -> None:
     emulator.lookup.rate_per_second = 3  # the poller asks faster than the service allows
     emulator.lookup.force_throttles(2)
@@ -249,7 +249,7 @@ async def test_throttling_is_survived_counted_and_skips_no_page(
         emulator.lookup.add(_user_call("Break-Glass-User", f"e{i:03}", NOW - timedelta(seconds=i)))
     store = MemoryStore()
 
-    await _poll_until_success(_poller(emulator, store, observer, Clock(NOW), rate=50), observer)
+    await _poll_until_success(_poller(aws_clients, store, observer, Clock(NOW), rate=50), observer)
 
     assert sorted(store.event_ids) == [f"e{i:03}" for i in range(160)]
     throttled = [c for c in emulator.lookup.calls() if c.outcome == "ThrottlingException"]
@@ -259,13 +259,13 @@ async def test_throttling_is_survived_counted_and_skips_no_page(
 
 
 async def test_the_overlap_rereads_late_events_that_share_a_timestamp(
-    emulator: Emulator, observer: RecordingObserver
+    emulator: Emulator, observer: RecordingObserver, aws_clients: AwsClients
 ) -> None:
     emulator.lookup.rate_per_second = 1000
     clock = Clock(NOW)
     emulator.lookup.add(_user_call("Break-Glass-User", "first", NOW))
     store = MemoryStore()
-    poller = _poller(emulator, store, observer, clock)
+    poller = _poller(aws_clients, store, observer, clock)
     await _poll_until_success(poller, observer)
     assert store.event_ids == ["first"]
 
@@ -301,14 +301,14 @@ async def test_the_overlap_rereads_late_events_that_share_a_timestamp(
 
 
 async def test_a_failed_call_keeps_the_checkpoint_and_the_poll_is_retried(
-    emulator: Emulator, observer: RecordingObserver
+    emulator: Emulator, observer: RecordingObserver, aws_clients: AwsClients
 ) -> None:
     emulator.lookup.rate_per_second = 1000
     emulator.lookup.add(_user_call("Break-Glass-User", "e1", NOW - timedelta(minutes=1)))
     emulator.lookup.inject(INTERNAL_FAILURE)
     store = MemoryStore()
 
-    await _poll_until_success(_poller(emulator, store, observer, Clock(NOW)), observer)
+    await _poll_until_success(_poller(aws_clients, store, observer, Clock(NOW)), observer)
 
     assert observer.errors == [("lookup", ACCOUNT, "us-east-1", "other")]
     assert [cp for _, _, cp in store.batches] == [{f"lookup:{ACCOUNT}:us-east-1": NOW.isoformat()}]
@@ -316,7 +316,7 @@ async def test_a_failed_call_keeps_the_checkpoint_and_the_poll_is_retried(
 
 
 async def test_session_keys_found_before_a_restart_are_found_again(
-    emulator: Emulator, observer: RecordingObserver
+    emulator: Emulator, observer: RecordingObserver, aws_clients: AwsClients
 ) -> None:
     """The assume call is 3 hours old, older than the lookback: the first poll still reads the
     last 12 hours of assume calls, so the session's recent calls are looked up."""
@@ -343,12 +343,12 @@ async def test_session_keys_found_before_a_restart_are_found_again(
         )
     )
     store = MemoryStore()
-    await _poll_until_success(_poller(emulator, store, observer, Clock(NOW)), observer)
+    await _poll_until_success(_poller(aws_clients, store, observer, Clock(NOW)), observer)
     assert set(store.event_ids) == {"assume", "recent-session-call"}
 
 
 async def test_an_account_with_a_role_is_polled_through_it(
-    emulator: Emulator, observer: RecordingObserver
+    emulator: Emulator, observer: RecordingObserver, aws_clients: AwsClients
 ) -> None:
     emulator.lookup.rate_per_second = 1000
     principals = (Principal("bg", "user", READ_ACCOUNT, iam_names=("break-glass",)),)
@@ -359,7 +359,9 @@ async def test_an_account_with_a_role_is_polled_through_it(
     )
     store = MemoryStore()
 
-    poller = _poller(emulator, store, observer, Clock(NOW), account=account, principals=principals)
+    poller = _poller(
+        aws_clients, store, observer, Clock(NOW), account=account, principals=principals
+    )
     await _poll_until_success(poller, observer)
 
     assert store.event_ids == ["there"]
@@ -367,14 +369,14 @@ async def test_an_account_with_a_role_is_polled_through_it(
 
 
 async def test_a_stop_during_a_throttle_wait_ends_the_poll_at_once(
-    emulator: Emulator, observer: RecordingObserver
+    emulator: Emulator, observer: RecordingObserver, aws_clients: AwsClients
 ) -> None:
     emulator.lookup.rate_per_second = 1000
     emulator.lookup.add(_user_call("Break-Glass-User", "e1", NOW - timedelta(minutes=1)))
     emulator.lookup.inject(THROTTLED, times=None)
     store = MemoryStore()
     long_wait = Backoff(base=30, cap=30, jitter="none")
-    poller = _poller(emulator, store, observer, Clock(NOW), throttle_backoff=long_wait)
+    poller = _poller(aws_clients, store, observer, Clock(NOW), throttle_backoff=long_wait)
     stop = asyncio.Event()
     task = asyncio.create_task(poller.run(stop))
     async with asyncio.timeout(5):
@@ -391,7 +393,10 @@ async def test_a_stop_during_a_throttle_wait_ends_the_poll_at_once(
 
 
 async def test_a_clock_jump_never_moves_the_checkpoint_past_cloudtrails_clock(
-    emulator: Emulator, observer: RecordingObserver, caplog: pytest.LogCaptureFixture
+    emulator: Emulator,
+    observer: RecordingObserver,
+    aws_clients: AwsClients,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Issue 12, point 6: a checkpoint taken from a clock that jumped ahead skipped, once the
     clock was set right, every event between the real time and the jumped one."""
@@ -399,7 +404,7 @@ async def test_a_clock_jump_never_moves_the_checkpoint_past_cloudtrails_clock(
     real = datetime.now(UTC).replace(microsecond=0)
     clock = Clock(real)
     store = MemoryStore()
-    poller = _poller(emulator, store, observer, clock)
+    poller = _poller(aws_clients, store, observer, clock)
     await _poll_until_success(poller, observer)  # checkpoint: now
 
     clock.now = real + timedelta(hours=3)  # the local clock jumps three hours ahead

@@ -124,6 +124,7 @@ class Daemon:
         self._resolve_requested = asyncio.Event()
         self._accounts_resolved = False
         self._aws: AwsClients | None = None
+        self._retired_aws: list[AwsClients] = []  # replaced (endpoint changed), not yet closed
         self.sources: list[Source] = self._build_sources()
         self.leadership = Leadership(self.store, replica_id(), clock, self._leading_changed)
         self._set_rules(rules)
@@ -165,6 +166,7 @@ class Daemon:
                 return 1
             finally:
                 await http.stop()
+                await self._close_clients(retired_only=False)
         finally:
             await self.store.close()
         log.info("stopped")
@@ -348,8 +350,18 @@ class Daemon:
     def _clients(self) -> AwsClients:
         """One client factory (and so one cached session per role) while the endpoint stays."""
         if self._aws is None or self._aws.endpoint_url != self.config.endpoint_url:
+            if self._aws is not None:
+                self._retired_aws.append(self._aws)
             self._aws = AwsClients(self.config.endpoint_url)
         return self._aws
+
+    async def _close_clients(self, *, retired_only: bool) -> None:
+        """Close the pooled clients of replaced factories (and, stopping, the current one's);
+        a client still leased is closed when its lease ends."""
+        closing = self._retired_aws + ([] if retired_only or self._aws is None else [self._aws])
+        self._retired_aws = []
+        for clients in closing:
+            await clients.close()
 
     # -- accounts -------------------------------------------------------------------------
 
@@ -443,6 +455,7 @@ class Daemon:
                         tasks.create_task(source.run(stop_sources))
                 await wait_any(self._restart_sources, stop)
                 stop_sources.set()
+            await self._close_clients(retired_only=True)  # the stopped sources' old endpoint
 
     async def sink(
         self, events: Sequence[TrailEvent], source: str, checkpoints: Mapping[str, str]

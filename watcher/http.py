@@ -2,8 +2,9 @@
 the exercise history.
 
 ``/metrics`` negotiates the exposition format with the scraper (Prometheus text by default,
-OpenMetrics when asked for), as prometheus_client's own handlers do. Access logs are off: a scrape
-every 15 s would drown the watcher's own log lines.
+OpenMetrics when asked for), as prometheus_client's own handlers do, and formats again only the
+samples that changed since the last scrape (``exposition.py``). Access logs are off: a
+scrape every 15 s would drown the watcher's own log lines.
 
 Limits, so that no peer can starve the process of file descriptors: a connection that sends no
 complete request head within ``keepalive_timeout`` (from connecting, or from its last response)
@@ -21,9 +22,9 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.exposition import choose_encoder
 
 from watcher.errors import StoreError, WatcherError
+from watcher.exposition import CachedExposition
 from watcher.http_limits import CappedFactory
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class HttpServer:
         calendar: Callable[[], bytes] | None = None,
         exercises: Callable[[int], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
-        self._registry = registry
+        self._exposition = CachedExposition(registry)
         self._readiness = readiness
         self._recent_events = recent_events
         self._max_connections = max_connections
@@ -136,8 +137,8 @@ class HttpServer:
         )
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(self._registry), headers={"Content-Type": content_type})
+        body, content_type = self._exposition.render(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -30,10 +30,11 @@ from prometheus_client import (
 
 from watcher.credentials import drill_due_at
 from watcher.model import CLASSIFICATIONS, OUTCOMES, Principal, Rules
+from watcher.source_metrics import SourceSeries
+from watcher.sources.base import SourceLabels
 from watcher.store.base import CommitResult, Totals
 
 Key = tuple[str, ...]
-SourceLabels = tuple[str, str, str]
 """(source, account, region) of one configured source."""
 
 WINDOW_RESULTS = ("detected", "missed")
@@ -128,7 +129,6 @@ class WatcherMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         pc = ["principal", "classification"]
-        src = ["source", "account", "region"]
         self.events = _MirroredCounter(
             Counter(
                 "breakglass_events_total",
@@ -205,27 +205,7 @@ class WatcherMetrics:
             ["principal", "key"],
             registry=r,
         )
-        self.source_up = Gauge(
-            "breakglass_source_up", "1 if the source's last poll succeeded.", src, registry=r
-        )
-        self.source_last_success = Gauge(
-            "breakglass_source_last_success_timestamp_seconds",
-            "Time of the source's last successful poll.",
-            src,
-            registry=r,
-        )
-        self.source_stale_after = Gauge(
-            "breakglass_source_stale_after_seconds",
-            "How old the source's last success may be before it counts as stale.",
-            src,
-            registry=r,
-        )
-        self.source_errors = Counter(
-            "breakglass_source_errors_total",
-            "Source errors by kind.",
-            [*src, "kind"],
-            registry=r,
-        )
+        self.source_series = SourceSeries(r, ERROR_KINDS)
         self.malformed_events = Counter(
             "breakglass_events_malformed_total",
             "Input records a source could not read.",
@@ -298,14 +278,9 @@ class WatcherMetrics:
 
     def _init_sources(self, sources: frozenset[SourceLabels]) -> None:
         for labels in self._sources - sources:
-            self.source_up.remove(*labels)
-            self.source_last_success.remove(*labels)
-            for kind in ERROR_KINDS:
-                self.source_errors.remove(*labels, kind)
+            self.source_series.remove_source(labels)
         for labels in sources - self._sources:
-            self.source_up.labels(*labels).set(0)
-            for kind in ERROR_KINDS:
-                self.source_errors.labels(*labels, kind)
+            self.source_series.add_source(labels)
         names = {s for s, _, _ in sources} - {INVENTORY_SOURCE}
         for name in ({s for s, _, _ in self._sources} - {INVENTORY_SOURCE}) - names:
             self.malformed_events.remove(name)
@@ -409,14 +384,15 @@ class WatcherMetrics:
     # -- sources and config ---------------------------------------------------------------
 
     def source_success(self, source: str, account: str, region: str, now: datetime) -> None:
-        self.source_up.labels(source, account, region).set(1)
-        self.source_last_success.labels(source, account, region).set(now.timestamp())
+        self.source_series.up.set((source, account, region), 1)
+        self.source_series.last_success.set((source, account, region), now.timestamp())
 
     def set_stale_after(self, bounds: Mapping[SourceLabels, float]) -> None:
         """Expose exactly these sources' staleness bounds, in seconds."""
-        self.source_stale_after.clear()
+        stale_after = self.source_series.stale_after
+        stale_after.samples.clear()
         for labels, seconds in bounds.items():
-            self.source_stale_after.labels(*labels).set(seconds)
+            stale_after.set(labels, seconds)
 
     def source_error(
         self, source: str, account: str, region: str, kind: str, *, poll_failed: bool = False
@@ -427,9 +403,9 @@ class WatcherMetrics:
         record, and ``throttled`` (both event sources retry a throttled call until it succeeds;
         a poll that stays throttled shows as stale instead).
         """
-        self.source_errors.labels(source, account, region, kind).inc()
+        self.source_series.errors.add((source, account, region, kind), 1)
         if poll_failed or kind not in ("malformed", "throttled"):
-            self.source_up.labels(source, account, region).set(0)
+            self.source_series.up.set((source, account, region), 0)
 
     def malformed(self, source: str) -> None:
         self.malformed_events.labels(source).inc()

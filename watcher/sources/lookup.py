@@ -328,20 +328,25 @@ class LookupPoller:
         concurrency of polls run at once and each wait has a little jitter."""
         interval = self.settings.interval.total_seconds()
         scheduler = self._scheduler
-        async with self._clients.client("cloudtrail", self.region, self.account) as cloudtrail:
-            while not stop.is_set():
-                if scheduler is None:
-                    done = await self._poll(cloudtrail, stop)
-                else:
-                    async with scheduler.slot():
-                        done = await self._poll(cloudtrail, stop)
-                if done:
-                    self._backoff.reset()
-                    delay = interval if scheduler is None else scheduler.next_wait(interval)
-                else:
-                    delay = self._backoff.next_delay()
-                if await wait_any(stop, seconds=delay):
-                    return
+        while not stop.is_set():
+            if scheduler is None:
+                done = await self._leased_poll(stop)
+            else:
+                async with scheduler.slot():
+                    done = await self._leased_poll(stop)
+            if done:
+                self._backoff.reset()
+                delay = interval if scheduler is None else scheduler.next_wait(interval)
+            else:
+                delay = self._backoff.next_delay()
+            if await wait_any(stop, seconds=delay):
+                return
+
+    async def _leased_poll(self, stop: asyncio.Event) -> bool:
+        """One poll with a client leased from the pool for its duration (between polls the
+        client may serve, or be closed for, other account-regions)."""
+        async with self._clients.lease("cloudtrail", self.region, self.account) as cloudtrail:
+            return await self._poll(cloudtrail, stop)
 
     async def _poll(self, cloudtrail: Any, stop: asyncio.Event) -> bool:
         """One poll; True when everything was read and stored with the new checkpoint."""

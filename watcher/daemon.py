@@ -222,12 +222,13 @@ class Daemon:
     # -- rules and reloads ----------------------------------------------------------------
 
     def _set_rules(self, rules: Rules) -> None:
-        self._loaded_rules = rules
+        self._loaded_rules = loaded = rules
         # account: any principals, one per watched account (org_principals.py).
-        rules = expand(rules, [a.id for a in self._accounts])
+        rules = expand(loaded, [a.id for a in self._accounts])
         self.rules = rules
+        undeclared = self._undeclared(rules)
         watched = Rules(
-            principals=rules.principals + self._undeclared(rules),
+            principals=rules.principals + undeclared,
             exercises=rules.exercises,
             digest=rules.digest,
             people=rules.people,
@@ -235,7 +236,14 @@ class Daemon:
         # The canary roles are watched like break-glass roles but never become one's metrics.
         canaries = canary_principals(self.config.canary, self._accounts)
         self._canaries = frozenset(p.name for p in canaries)
-        self.classifier = Classifier(replace(watched, principals=watched.principals + canaries))
+        self._polled = watched.principals + canaries
+        # Classified with the account: any principals as written: identify.py names a record
+        # NAME@ACCOUNT for its own account, as the expansion does, so a use in an account not
+        # listed yet (before the organization's first listing, or after an account joined
+        # and before the next refresh) is still that account's use, never dropped unread.
+        self.classifier = Classifier(
+            replace(loaded, principals=loaded.principals + undeclared + canaries)
+        )
         self.metrics.init_labels(watched, self._source_labels())
         self.canary_metrics.init(
             (p.account for p in canaries),
@@ -253,12 +261,12 @@ class Daemon:
     @property
     def watched_principals(self) -> tuple[Principal, ...]:
         """The break-glass principals (declared and discovered)."""
-        return tuple(p for p in self.classifier.rules.principals if p.name not in self._canaries)
+        return tuple(p for p in self._polled if p.name not in self._canaries)
 
     @property
     def polled_principals(self) -> tuple[Principal, ...]:
         """What the sources look up: the break-glass principals and the canary roles."""
-        return self.classifier.rules.principals
+        return self._polled
 
     async def _reloads(self) -> None:
         while not self.stop.is_set():

@@ -24,6 +24,7 @@ from watcher.classify import Classifier
 from watcher.clock import iso_z
 from watcher.events import FileReadError, Malformed, Skipped, iter_file
 from watcher.model import CLASSIFICATIONS, OUTCOMES, Rules, TrailEvent, Verdict
+from watcher.rules import ANY_ACCOUNT
 
 MAX_WARNINGS = 20
 LOG_SUFFIXES = (".json", ".json.gz")
@@ -134,8 +135,9 @@ class _Row:
 
 
 def summary_table(rules: Rules, verdicts: Sequence[Verdict]) -> str:
-    """A plain-text table: one row per principal of the rules (and any other seen)."""
-    rows: dict[str, _Row] = {p.name: _Row() for p in rules.principals}
+    """A plain-text table: one row per principal of the rules (and any other seen). An
+    ``account: any`` principal has a row per account it was seen in (``NAME@ACCOUNT``)."""
+    rows: dict[str, _Row] = {p.name: _Row() for p in rules.principals if p.account != ANY_ACCOUNT}
     for verdict in verdicts:
         rows.setdefault(verdict.principal, _Row()).add(verdict)
     columns = [f"{c} {o}" for c in CLASSIFICATIONS for o in OUTCOMES]

@@ -13,6 +13,7 @@ import yaml
 from prometheus_client import generate_latest
 
 from watcher.classify import Classifier
+from watcher.cli import main
 from watcher.emulator.records import (
     api_call_record,
     assume_role_record,
@@ -272,3 +273,43 @@ def test_replay_prints_the_member_accounts_principal(tmp_path: Path) -> None:
     run_replay(_rules(ORG_RULES), [log], summary=True, out=summary, err=err)
     rows = [line.split()[0] for line in summary.getvalue().splitlines()[1:]]
     assert rows == ["local-admin", f"bg-role@{MEMBER}", "bg-user@111111111111"]
+
+
+# -- validate ---------------------------------------------------------------------------------
+
+
+def _validate(tmp_path: Path, capsys: pytest.CaptureFixture[str], accounts: str | None) -> str:
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    (tmp_path / "rules" / "r.yaml").write_text(ORG_RULES)
+    if accounts is None:
+        assert main(["validate", "--rules", str(tmp_path / "rules")]) == 0
+    else:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"rules: rules\naccounts: {accounts}\nsources: {{lookup: {{}}}}\n")
+        assert main(["validate", "-c", str(config)]) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("accounts", "over"),
+    [
+        (None, "each watched account"),
+        ('[{id: "111111111111"}, {id: "222222222222"}]', "each of the 2 listed accounts"),
+        (
+            "{organization: {role_name: reader}}",
+            "each account of the organization (listed when the watcher runs)",
+        ),
+    ],
+)
+def test_validate_says_how_an_org_wide_rule_expands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], accounts: str | None, over: str
+) -> None:
+    """The rule is valid, and ``validate`` says it is one principal per account and how named."""
+    out = _validate(tmp_path, capsys, accounts).splitlines()
+    assert out == [
+        "ok: 4 principals, 1 exercises",
+        *(
+            f"principal {name}: account: any, one principal for {over}, named {name}@ACCOUNT"
+            for name in ("bg-role", "bg-user", "bg-pattern")
+        ),
+    ]

@@ -15,9 +15,10 @@ from harness import queue_depth, running_daemon, wait_for, write_config
 from test_deploy_aws import CENTRAL, FORWARDER, READER, create_stack
 
 from watcher.accounts import resolve
+from watcher.audit import audit
 from watcher.aws import AwsClients
 from watcher.clock import utc_now
-from watcher.config import parse_config
+from watcher.config import load_config, parse_config
 from watcher.daemon import Daemon
 from watcher.emulator.infra import account_client, deliver
 from watcher.emulator.lookup import LookupEventStore
@@ -476,3 +477,29 @@ async def test_a_use_read_before_the_organization_is_listed_is_that_accounts(
     finally:
         await daemon.store.close()
     assert stored == [("early-use", f"bg-user@{member}")]
+
+
+# -- account: any in the offline commands ----------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_audit_checks_an_org_wide_rule_in_every_account_of_the_organization(
+    emulator: Emulator, organization: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    """The audit lists the organization as the daemon does and checks ``bg-user`` (account:
+    any) once per account; the member whose reader role is missing is an account error."""
+    management, created = organization
+    working, _, broken = created
+    account_client(emulator.endpoint_url, "iam", "us-east-1", working).create_user(
+        UserName="break-glass-admin"
+    )
+    config = load_config(_org_config(tmp_path, emulator.endpoint_url))
+    report = await audit(config, load_rules(config.rules_path), now=utc_now())
+    names = {p.name for p in report.principals}
+    assert names == {f"bg-user@{a}" for a in [management, *created]}
+    exists = {c.principal: c.ok for c in report.checks if c.check == "exists"}
+    assert exists[f"bg-user@{working}"] is True
+    assert exists[f"bg-user@{management}"] is False  # no such user there: a failing check
+    assert [(e.account, e.kind) for e in report.errors] == [(broken, "auth")]
+    assert f"bg-user@{broken}" not in exists
+    assert not report.ok

@@ -71,3 +71,22 @@ def _arn(principal: Principal, account: str) -> str | None:
         return None  # a name pattern: the ARN is per matching identity
     head, _, tail = principal.arn.partition(f"::{ANY_ACCOUNT}:")
     return f"{head}::{account}:{tail}"
+
+
+def expansion_notes(
+    rules: Rules, listed: Sequence[str] | None = None, organization: bool = False
+) -> list[str]:
+    """What ``validate`` says of each ``account: any`` principal: how it expands over the
+    ``listed`` accounts and the ``organization``'s (None: no config, the accounts unknown)."""
+    if listed is None:
+        over = "each watched account"
+    elif organization:
+        over = "each account of the organization (listed when the watcher runs)"
+        over += f" and each of the {len(listed)} listed accounts" if listed else ""
+    else:
+        over = f"each of the {len(listed)} listed accounts"
+    return [
+        f"principal {p.name}: account: any, one principal for {over}, named {p.name}@ACCOUNT"
+        for p in rules.principals
+        if p.account == ANY_ACCOUNT
+    ]

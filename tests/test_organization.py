@@ -436,7 +436,9 @@ def test_the_organization_end_to_end_through_both_sources(
         org.use(added, "late-use", lookup=True, eventbridge=True)
         wait_for(lambda: used("late-use", f"bg-role@{added}"), 30, "the new account's use")
 
-        # A closed account is dropped: no series names it any more.
+        # A closed account is dropped: no series names it any more, not even its past use.
+        org.use(closing, "closing-use", lookup=True, eventbridge=True)
+        wait_for(lambda: used("closing-use", f"bg-role@{closing}"), 30, "the closing account's use")
         orgs = boto3.client("organizations", region_name="us-east-1", endpoint_url=org.endpoint)
         orgs.close_account(AccountId=closing)
 

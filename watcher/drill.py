@@ -201,16 +201,12 @@ def in_account(principal: Principal, account: str | None) -> Principal:
 
 
 def with_account(config: Config, account: str) -> Config:
-    """``config`` watching ``account`` too: an account of the organization is read through its
-    ``role_name``, as the daemon reads it. One neither listed nor in an organization is refused."""
-    if any(a.id == account for a in config.accounts):
-        return config
+    """``config`` watching ``account`` too when it is an account of the organization, read
+    through ``role_name`` as the daemon reads it. Otherwise ``config`` as it is (an account
+    neither listed nor in an organization fails the credentials step, saying so)."""
     organization = config.organization
-    if organization is None:
-        raise DrillRefused(
-            f"account {account} is not in the config's accounts, and the config has no "
-            "organization: add it to accounts"
-        )
+    if organization is None or any(a.id == account for a in config.accounts):
+        return config
     found = org_accounts(organization, [Member(account, ACTIVE)], management=None)
     if not found:
         raise DrillRefused(f"account {account} is excluded from the organization's accounts")

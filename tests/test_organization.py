@@ -214,7 +214,9 @@ async def test_resolve_lists_the_organization_and_its_enabled_regions(
     ]
 
 
-def _org_config(folder: Path, endpoint_url: str) -> Path:
+def _org_config(
+    folder: Path, endpoint_url: str, sources: str = "{lookup: {interval: 1s, overlap: 20m}}"
+) -> Path:
     (folder / "rules").mkdir()
     (folder / "rules" / "rules.yaml").write_text(
         """
@@ -232,7 +234,7 @@ listen: 127.0.0.1:0
 endpoint_url: {endpoint_url}
 regions: [us-east-1]
 accounts: {{organization: {{role_name: {READ_ROLE}, refresh: 1s}}}}
-sources: {{lookup: {{interval: 1s, overlap: 20m}}}}
+sources: {sources}
 inventory: {{enabled: false}}
 """
     )
@@ -371,6 +373,9 @@ def test_the_organization_end_to_end_through_both_sources(
         accounts=f"{{organization: {{role_name: {READER_ROLE}, refresh: 1s}}}}",
         extra="regions: [us-east-1]",
     )
+    org.use(working, "via-eventbridge", lookup=False, eventbridge=True)
+    org.use(working, "via-lookup", lookup=True, eventbridge=False)
+    org.use(working, "via-both", lookup=True, eventbridge=True)
     with running_daemon(config) as daemon:
 
         def up(account: str) -> float:
@@ -385,13 +390,10 @@ def test_the_organization_end_to_end_through_both_sources(
             return all(used(event_id, principal) for event_id in event_ids)
 
         principal = f"bg-role@{working}"
-        # Every account found and polled. (The uses come after: a change of the accounts
-        # restarts the sources, and a long poll cut short leaves its messages invisible for
-        # the queue's visibility timeout, two minutes here.)
+        # Read from the queue at once, maybe before the organization is listed (the queue
+        # reader is not restarted when the accounts change: its cut-short long poll would hide
+        # the messages for the visibility timeout, two minutes here).
         wait_for(lambda: all(up(a) == 1 for a in (org.management, working)), 30, "polled")
-        org.use(working, "via-eventbridge", lookup=False, eventbridge=True)
-        org.use(working, "via-lookup", lookup=True, eventbridge=False)
-        org.use(working, "via-both", lookup=True, eventbridge=True)
         wait_for(lambda: stored("via-eventbridge", "via-lookup", "via-both"), 30, "the uses")
         # Both sources have read past the record: the queue is drained and the member's
         # poller succeeded after it was stored. Still one use.
@@ -505,3 +507,28 @@ async def test_audit_checks_an_org_wide_rule_in_every_account_of_the_organizatio
     assert [(e.account, e.kind) for e in report.errors] == [(broken, "auth")]
     assert f"bg-user@{broken}" not in exists
     assert not report.ok
+
+
+@pytest.mark.slow
+async def test_a_change_of_the_accounts_restarts_only_the_sources_it_changes(
+    emulator: Emulator, organization: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    """An account joins: its pollers are new; the queue reader and every other account's
+    pollers are the ones already running (not stopped, so no long poll is cut short)."""
+    queue = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
+    sources = f'{{lookup: {{interval: 1s}}, eventbridge: {{queue_url: "{queue}"}}}}'
+    daemon = Daemon.load(_org_config(tmp_path, emulator.endpoint_url, sources))
+    (reader,) = daemon.sources  # no account listed yet: only the queue reader
+    await daemon._resolve_accounts()
+    before = {s.labels: s for s in daemon.sources}
+    assert before[reader.labels] is reader and len(before) == 5
+    orgs = boto3.client(
+        "organizations", region_name="us-east-1", endpoint_url=emulator.endpoint_url
+    )
+    added = orgs.create_account(AccountName="late", Email="late@example.com")[
+        "CreateAccountStatus"
+    ]["AccountId"]
+    await daemon._resolve_accounts()
+    after = {s.labels: s for s in daemon.sources}
+    assert set(after) - set(before) == {("lookup", added, "us-east-1")}
+    assert all(after[labels] is source for labels, source in before.items())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -114,6 +114,7 @@ class Daemon:
         self._resolve_requested = asyncio.Event()
         self._accounts_resolved = False
         self._aws: AwsClients | None = None
+        self._running_sources: dict[Hashable, Source] = {}
         self.sources: list[Source] = self._build_sources()
         self.leadership = Leadership(self.store, replica_id(), clock, self._leading_changed)
         self._set_rules(rules)
@@ -372,7 +373,14 @@ class Daemon:
     # -- sources --------------------------------------------------------------------------
 
     def _build_sources(self) -> list[Source]:
-        """The running sources the config asks for (see ``sources/registry.py``)."""
+        """The running sources the config asks for (see ``sources/registry.py``).
+
+        A source built from the same settings, endpoint and account as a running one is that
+        running one: a change of the accounts or a reload restarts only what changed. (A
+        restarted SQS reader would leave the messages of its cut-short long poll invisible
+        for the queue's visibility timeout; a restarted poller reads its window again.) A
+        source the kind builds without any account (the queue reader) depends on no account.
+        """
         context = SourceContext(
             clients=self._clients,
             sink=self.sink,
@@ -383,14 +391,26 @@ class Daemon:
             budgets=self._budgets,
             scheduler=self._scheduler,
         )
+        accounts = {a.id: a for a in self._accounts}
+        no_accounts = replace(self.watching, accounts=())
         sources: list[Source] = []
+        running: dict[Hashable, Source] = {}
         self._leader_only = set()
         for key, settings in self.config.sources.items():
             kind = SOURCE_KINDS[key]
-            built = kind.build(settings, self.watching, context)
-            sources += built
-            if kind.leader_only:
-                self._leader_only |= {id(source) for source in built}
+            shared = {s.labels for s in kind.build(settings, no_accounts, context)}
+            for source in kind.build(settings, self.watching, context):
+                account = None if source.labels in shared else accounts.get(source.labels[1])
+                same = (key, settings, self.config.endpoint_url, source.labels, account)
+                try:
+                    source = self._running_sources.get(same, source)
+                    running[same] = source
+                except TypeError:  # settings that cannot be compared: always a new source
+                    pass
+                sources.append(source)
+                if kind.leader_only:
+                    self._leader_only.add(id(source))
+        self._running_sources = running
         return sources
 
     def _source_labels(self) -> list[SourceLabels]:
@@ -410,16 +430,22 @@ class Daemon:
 
     async def _run_sources(self, *, leader: bool, stop: asyncio.Event) -> None:
         """Run the sources that run everywhere, or (``leader``) those that run on the leader
-        only, until ``stop`` or the daemon stops; restart them when a reload rebuilt them."""
-        while not stop.is_set() and not self.stop.is_set():
-            self._restart_sources.clear()
-            stop_sources = asyncio.Event()
-            async with asyncio.TaskGroup() as tasks:
-                for source in self.sources:
-                    if (id(source) in self._leader_only) == leader:
-                        tasks.create_task(source.run(stop_sources))
+        only, until ``stop`` or the daemon stops; when they are rebuilt (accounts, reload),
+        stop those no longer there and start the new ones."""
+        running: dict[int, asyncio.Event] = {}
+        async with asyncio.TaskGroup() as tasks:
+            while not stop.is_set() and not self.stop.is_set():
+                self._restart_sources.clear()
+                wanted = {id(s): s for s in self.sources if (id(s) in self._leader_only) == leader}
+                for gone in running.keys() - wanted.keys():
+                    running.pop(gone).set()
+                for key, source in wanted.items():
+                    if key not in running:
+                        running[key] = asyncio.Event()
+                        tasks.create_task(source.run(running[key]))
                 await wait_any(self._restart_sources, stop)
-                stop_sources.set()
+            for source_stop in running.values():
+                source_stop.set()
 
     async def sink(
         self, events: Sequence[TrailEvent], source: str, checkpoints: Mapping[str, str]

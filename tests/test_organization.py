@@ -3,6 +3,7 @@ and a daemon watching a moto organization (accounts found, added while running, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,7 +39,18 @@ pytestmark = pytest.mark.filterwarnings("ignore:Exception.STSClientError.:UserWa
 
 READ_ROLE = "breakglass-watcher-read"
 READER_ROLE = "breakglass-watcher-reader"  # reader-role.yaml's RoleName
-TRUST = '{"Version": "2012-10-17", "Statement": []}'
+TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:role/breakglass-watcher"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
 
 
 def test_members_read_state_then_status() -> None:
@@ -347,11 +359,22 @@ def deployed(emulator: Emulator, tmp_path: Path) -> Iterator[DeployedOrganizatio
         require_roles_in([])
 
 
-def _delete_reader_role(endpoint: str, account: str) -> None:
-    iam = account_client(endpoint, "iam", "us-east-1", account)
-    for policy in iam.list_role_policies(RoleName=READER_ROLE)["PolicyNames"]:
-        iam.delete_role_policy(RoleName=READER_ROLE, PolicyName=policy)
-    iam.delete_role(RoleName=READER_ROLE)
+def _break_reader_trust(endpoint: str, account: str) -> None:
+    """The reader role trusts a service only: the watcher's AssumeRole is denied (a role never
+    created or deleted is the ``organization`` fixture's broken account)."""
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ec2.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    account_client(endpoint, "iam", "us-east-1", account).update_assume_role_policy(
+        RoleName=READER_ROLE, PolicyDocument=json.dumps(trust)
+    )
 
 
 @pytest.mark.slow
@@ -360,11 +383,11 @@ def test_the_organization_end_to_end_through_both_sources(
 ) -> None:
     """Every account is found and read; a use in a member comes through EventBridge and
     LookupEvents and is one use; an account created while running is watched without a
-    restart; the member whose reader role was deleted fails alone (/readyz stays 200, the rest
-    keep detecting); a closed account is dropped with its series."""
+    restart; the member whose reader role no longer trusts the watcher fails alone (/readyz
+    stays 200, the rest keep detecting); a closed account is dropped with its series."""
     org = deployed
     working, broken, closing = org.members[:3]
-    _delete_reader_role(org.endpoint, broken)
+    _break_reader_trust(org.endpoint, broken)
     config = write_config(
         tmp_path,
         endpoint_url=org.endpoint,

@@ -39,18 +39,15 @@ pytestmark = pytest.mark.filterwarnings("ignore:Exception.STSClientError.:UserWa
 
 READ_ROLE = "breakglass-watcher-read"
 READER_ROLE = "breakglass-watcher-reader"  # reader-role.yaml's RoleName
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": "arn:aws:iam::123456789012:role/breakglass-watcher"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
+
+
+def _trust(principal: dict[str, str]) -> str:
+    """A trust policy letting ``principal`` assume the role."""
+    statement = {"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+TRUST = _trust({"AWS": "arn:aws:iam::123456789012:role/breakglass-watcher"})
 
 
 def test_members_read_state_then_status() -> None:
@@ -362,18 +359,8 @@ def deployed(emulator: Emulator, tmp_path: Path) -> Iterator[DeployedOrganizatio
 def _break_reader_trust(endpoint: str, account: str) -> None:
     """The reader role trusts a service only: the watcher's AssumeRole is denied (a role never
     created or deleted is the ``organization`` fixture's broken account)."""
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "ec2.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
     account_client(endpoint, "iam", "us-east-1", account).update_assume_role_policy(
-        RoleName=READER_ROLE, PolicyDocument=json.dumps(trust)
+        RoleName=READER_ROLE, PolicyDocument=_trust({"Service": "ec2.amazonaws.com"})
     )
 
 

@@ -23,9 +23,25 @@ from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from watcher.emulator.infra import Pipeline, create_pipeline
+from watcher.rules import load_rules
+
 T = TypeVar("T")
 ACCOUNT = "123456789012"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/break-glass-admin-role"
+#: A role trust policy admitting the account's own principals (as a break-glass role's does).
+ACCOUNT_TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
@@ -87,6 +103,33 @@ def write_config(
         + "\n"
     )
     return config
+
+
+def write_pipeline_config(
+    folder: Path,
+    *,
+    endpoint_url: str,
+    rules: str,
+    lookup: bool = True,
+    visibility_timeout: int = 30,
+    max_receive_count: int = 5,
+) -> tuple[Path, Pipeline]:
+    """:func:`write_config` with an EventBridge source reading a real queue: the rule (its
+    pattern rendered from ``rules``) → queue (+ dead-letter queue) made in the emulator."""
+    config = write_config(
+        folder, endpoint_url=endpoint_url, queue_url=None, rules=rules, lookup=lookup
+    )
+    pipeline = create_pipeline(
+        endpoint_url,
+        load_rules(folder / "rules"),
+        visibility_timeout=visibility_timeout,
+        max_receive_count=max_receive_count,
+    )
+    source = f'queue_url: "{pipeline.queue_url}", region: us-east-1, wait_seconds: 1'
+    config.write_text(
+        config.read_text().replace("sources:\n", f"sources:\n  eventbridge: {{{source}}}\n")
+    )
+    return config, pipeline
 
 
 @dataclass

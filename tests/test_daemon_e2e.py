@@ -13,12 +13,19 @@ from pathlib import Path
 
 import boto3
 import pytest
-from harness import ACCOUNT, ROLE_ARN, running_daemon, send_to_queue, wait_for, write_config
+from harness import (
+    ACCOUNT,
+    ROLE_ARN,
+    running_daemon,
+    send_to_queue,
+    wait_for,
+    write_config,
+    write_pipeline_config,
+)
 
 from watcher.emulator import records
-from watcher.emulator.infra import Pipeline, create_pipeline, deliver_many
+from watcher.emulator.infra import Pipeline, deliver_many
 from watcher.emulator.server import Emulator
-from watcher.rules import load_rules
 
 pytestmark = pytest.mark.slow  # the daemon as a subprocess, end to end
 
@@ -43,22 +50,10 @@ exercises:
 @pytest.fixture
 def setup(emulator: Emulator, tmp_path: Path) -> tuple[Path, Pipeline]:
     now = datetime.now(UTC)
-    config = write_config(
-        tmp_path, endpoint_url=emulator.endpoint_url, queue_url=None, rules=rules_text(now)
-    )
     # A short visibility timeout: messages in flight at a kill -9 come back quickly.
-    pipeline = create_pipeline(
-        emulator.endpoint_url, load_rules(tmp_path / "rules"), visibility_timeout=5
+    return write_pipeline_config(
+        tmp_path, endpoint_url=emulator.endpoint_url, rules=rules_text(now), visibility_timeout=5
     )
-    config.write_text(
-        config.read_text().replace(
-            "sources:\n",
-            "sources:\n"
-            f'  eventbridge: {{queue_url: "{pipeline.queue_url}", region: us-east-1, '
-            "wait_seconds: 1}\n",
-        )
-    )
-    return config, pipeline
 
 
 CALLER = records.iam_user_identity(ACCOUNT, "alice")

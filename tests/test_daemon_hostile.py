@@ -34,15 +34,14 @@ from harness import (
     running_daemon,
     user_calls,
     wait_for,
-    write_config,
+    write_pipeline_config,
 )
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from watcher.emulator.infra import Pipeline, create_pipeline
+from watcher.emulator.infra import Pipeline
 from watcher.emulator.records import api_call_record, eventbridge_envelope, iam_user_identity
 from watcher.emulator.server import Emulator
-from watcher.rules import load_rules
 
 pytestmark = pytest.mark.slow  # the daemon as a subprocess under hostile input
 
@@ -303,23 +302,14 @@ def target(moto_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) ->
     """One daemon for the module (both sources), started on an emptied emulator."""
     moto_emulator.reset()
     folder = tmp_path_factory.mktemp("hostile")
-    config = write_config(
-        folder, endpoint_url=moto_emulator.endpoint_url, queue_url=None, rules=break_glass_rules()
-    )
     # Malformed messages stay in the queue for the redrive policy: after two receives they
     # move to the dead-letter queue, which keeps moto's (depth-bound) SQS quick.
-    pipeline = create_pipeline(
-        moto_emulator.endpoint_url,
-        load_rules(folder / "rules"),
+    config, pipeline = write_pipeline_config(
+        folder,
+        endpoint_url=moto_emulator.endpoint_url,
+        rules=break_glass_rules(),
         visibility_timeout=3,
         max_receive_count=2,
-    )
-    config.write_text(
-        config.read_text().replace(
-            "sources:\n",
-            f'sources:\n  eventbridge: {{queue_url: "{pipeline.queue_url}", region: us-east-1, '
-            "wait_seconds: 1}\n",
-        )
     )
     with running_daemon(config) as daemon:
         yield Target(daemon, moto_emulator, pipeline)

@@ -21,31 +21,22 @@ from harness import (
     running_daemon,
     user_calls,
     wait_for,
-    write_config,
+    write_pipeline_config,
 )
 
-from watcher.emulator.infra import create_pipeline
 from watcher.emulator.records import eventbridge_envelope
 from watcher.emulator.server import Emulator
-from watcher.rules import load_rules
 
 
 def test_events_parked_in_the_dead_letter_queue_are_counted_once(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    config = write_config(
-        tmp_path,
-        endpoint_url=emulator.endpoint_url,
-        queue_url=None,
-        rules=break_glass_rules(),
-        lookup=False,
+    config, pipeline = write_pipeline_config(
+        tmp_path, endpoint_url=emulator.endpoint_url, rules=break_glass_rules(), lookup=False
     )
-    pipeline = create_pipeline(emulator.endpoint_url, load_rules(tmp_path / "rules"))
     config.write_text(
         config.read_text().replace(
-            "sources:\n",
-            f'sources:\n  eventbridge: {{queue_url: "{pipeline.queue_url}", wait_seconds: 1, '
-            f'dead_letter_queue_url: "{pipeline.dlq_url}"}}\n',
+            "wait_seconds: 1}", f'wait_seconds: 1, dead_letter_queue_url: "{pipeline.dlq_url}"}}'
         )
     )
     before = datetime.now(UTC) - timedelta(minutes=1)

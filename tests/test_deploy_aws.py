@@ -607,8 +607,11 @@ def test_watcher_policy_scopes_resources() -> None:
     assert statement("AssumeReaderRolesOfWatchedAccounts")["Resource"] == (
         f"arn:aws:iam::*:role/{reader_name}"
     )
-    # LookupEvents and the two List calls have no resource-level permissions.
-    assert statement("ReadIamPrincipals")["Resource"] != "*"
+    # LookupEvents and GetAccountAuthorizationDetails have no resource-level permissions; the
+    # per-user credential reads are scoped to the account's users.
+    assert statement("ReadBreakGlassUsersCredentials")["Resource"] == (
+        f"arn:aws:iam::{ACCOUNT}:user/*"
+    )
 
 
 def test_reader_role_grants_the_watcher_policy_reads(moto_endpoint: str) -> None:

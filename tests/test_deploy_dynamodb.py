@@ -13,8 +13,8 @@ from datetime import timedelta
 import boto3
 import pytest
 from dynamo import TEMPLATE
+from stored import NOW, T0, big_batch
 from test_deploy_aws import create_stack, load_template
-from test_store_contract import NOW, T0, big_batch
 
 from watcher.store.dynamodb import DynamoDbStore
 

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import debian_binary, running_daemon, wait_for, write_config
+from harness import debian_binary, running_daemon, wait_for, write_pipeline_config
 
-from watcher.emulator.infra import create_pipeline, deliver_many
+from watcher.emulator.infra import deliver_many
 from watcher.emulator.server import Emulator
-from watcher.rules import load_rules
 
 REPO = Path(__file__).resolve().parent.parent
 REAL = REPO / "tests" / "data" / "real"
@@ -115,17 +114,8 @@ def test_correct_drills_raise_no_unexpected_use_and_no_alert(
 ) -> None:
     debian_binary("promtool")  # skips without it (fails under CI=true)
     now = datetime.now(UTC)
-    config = write_config(
-        tmp_path, endpoint_url=emulator.endpoint_url, queue_url=None, rules=rules_text(now)
-    )
-    pipeline = create_pipeline(emulator.endpoint_url, load_rules(tmp_path / "rules"))
-    config.write_text(
-        config.read_text().replace(
-            "sources:\n",
-            "sources:\n"
-            f'  eventbridge: {{queue_url: "{pipeline.queue_url}", region: us-east-1, '
-            "wait_seconds: 1}\n",
-        )
+    config, _ = write_pipeline_config(
+        tmp_path, endpoint_url=emulator.endpoint_url, rules=rules_text(now)
     )
     at = now - timedelta(minutes=1)
     sign_in = fresh(_records("iam-user-checkmfa.json"), at) + fresh(

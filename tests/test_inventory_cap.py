@@ -10,7 +10,6 @@ disappearing.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,15 @@ from typing import Any
 
 import boto3
 import pytest
-from harness import ACCOUNT, break_glass_rules, running_daemon, user_calls, wait_for, write_config
+from harness import (
+    ACCOUNT,
+    ACCOUNT_TRUST,
+    break_glass_rules,
+    running_daemon,
+    user_calls,
+    wait_for,
+    write_config,
+)
 
 from watcher.aws import AwsClients
 from watcher.credentials import check_credentials
@@ -29,18 +36,6 @@ from watcher.model import Principal, Rules
 from watcher.settings import Account, Config, Inventory
 
 DECOYS = 55
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
 
 
 @pytest.fixture
@@ -65,7 +60,7 @@ async def inventory(endpoint: str, keep: tuple[Principal, ...] = ()) -> Inventor
 
 def create_decoys(iam: Any) -> None:
     for n in range(DECOYS):
-        iam.create_role(RoleName=f"aaa-emergency-{n:02}", AssumeRolePolicyDocument=TRUST)
+        iam.create_role(RoleName=f"aaa-emergency-{n:02}", AssumeRolePolicyDocument=ACCOUNT_TRUST)
 
 
 def exists_check(result: InventoryResult, name: str) -> tuple[bool, str]:
@@ -113,7 +108,7 @@ async def test_a_principal_deleted_or_untagged_in_iam_is_reported_not_unwatched(
     iam.create_user(UserName="emergency-user")
     iam.create_role(
         RoleName="ops-admin",
-        AssumeRolePolicyDocument=TRUST,
+        AssumeRolePolicyDocument=ACCOUNT_TRUST,
         Tags=[{"Key": "breakglass", "Value": "true"}],
     )
     first = await inventory(moto_endpoint)

@@ -19,13 +19,11 @@ from harness import (
     running_daemon,
     user_calls,
     wait_for,
-    write_config,
+    write_pipeline_config,
 )
 
-from watcher.emulator.infra import create_pipeline
 from watcher.emulator.records import eventbridge_envelope
 from watcher.emulator.server import Emulator
-from watcher.rules import load_rules
 from watcher.sources.sqs import summarise
 
 
@@ -40,24 +38,13 @@ def test_a_summary_is_bounded_whatever_the_problems() -> None:
 def test_a_hostile_message_is_logged_once_however_often_it_comes_back(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    config = write_config(
+    config, pipeline = write_pipeline_config(
         tmp_path,
         endpoint_url=emulator.endpoint_url,
-        queue_url=None,
         rules=break_glass_rules(),
         lookup=False,
-    )
-    pipeline = create_pipeline(
-        emulator.endpoint_url,
-        load_rules(tmp_path / "rules"),
         visibility_timeout=1,
         max_receive_count=4,
-    )
-    config.write_text(
-        config.read_text().replace(
-            "sources:\n",
-            f'sources:\n  eventbridge: {{queue_url: "{pipeline.queue_url}", wait_seconds: 1}}\n',
-        )
     )
     hostile = json.dumps({"Records": [{"eventID": "e" * 100, "x": n} for n in range(2000)]})
     assert 200_000 < len(hostile) < 256 * 1024

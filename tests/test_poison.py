@@ -15,19 +15,24 @@ from pathlib import Path
 
 import boto3
 import pytest
-from harness import ACCOUNT, break_glass_rules, running_daemon, user_calls, wait_for, write_config
+from harness import (
+    ACCOUNT,
+    break_glass_rules,
+    running_daemon,
+    user_calls,
+    wait_for,
+    write_pipeline_config,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watcher.classify import Classifier
 from watcher.daemon import Daemon
-from watcher.emulator.infra import create_pipeline
 from watcher.emulator.records import api_call_record, eventbridge_envelope, iam_user_identity
 from watcher.emulator.server import Emulator
 from watcher.errors import MalformedEventError
 from watcher.events import Malformed, normalise, parse_body
 from watcher.model import Exercise, Principal, Rules, TrailEvent
-from watcher.rules import load_rules
 from watcher.settings import Config
 
 USER = Principal("bg-user", "user", ACCOUNT, iam_names=("break-glass-admin",))
@@ -138,19 +143,8 @@ async def test_the_sink_counts_an_event_it_cannot_classify_and_stores_the_rest(
 def test_a_poison_record_in_an_sqs_batch_costs_only_itself(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    config = write_config(
-        tmp_path,
-        endpoint_url=emulator.endpoint_url,
-        queue_url=None,
-        rules=break_glass_rules(),
-        lookup=False,
-    )
-    pipeline = create_pipeline(emulator.endpoint_url, load_rules(tmp_path / "rules"))
-    config.write_text(
-        config.read_text().replace(
-            "sources:\n",
-            f'sources:\n  eventbridge: {{queue_url: "{pipeline.queue_url}", wait_seconds: 1}}\n',
-        )
+    config, pipeline = write_pipeline_config(
+        tmp_path, endpoint_url=emulator.endpoint_url, rules=break_glass_rules(), lookup=False
     )
     now = datetime.now(UTC) - timedelta(minutes=1)
     good = user_calls(range(8), lambda _: now, tag="good")

@@ -40,7 +40,9 @@ def raw(name: str) -> Any:
 def replay(files: list[Path], rules: Rules = RULES) -> tuple[int, list[dict[str, Any]], str]:
     out, err = io.StringIO(), io.StringIO()
     code = run_replay(rules, files, summary=False, out=out, err=err)
-    return code, [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
+    *warnings, summary = err.getvalue().splitlines(keepends=True)
+    assert summary.startswith("replay: "), summary
+    return code, [json.loads(line) for line in out.getvalue().splitlines()], "".join(warnings)
 
 
 # -- point 2: a denied assume call names the role only in errorMessage ------------------------

@@ -39,7 +39,8 @@ async def test_inventory_marks_every_readable_account_up_and_each_source_has_a_s
     config.write_text(text)
     daemon = Daemon.load(config)
     assert _up(daemon.metrics, "iam", EMPTY_ACCOUNT, "global") == 0.0
-    await daemon._inventory()
+    for watched in daemon.watching.accounts:
+        await daemon._inventory(watched)
     for account in (ACCOUNT, EMPTY_ACCOUNT):
         assert _up(daemon.metrics, "iam", account, "global") == 1.0, account
 

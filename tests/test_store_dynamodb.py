@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from dynamo import create_table
-from test_store_contract import NOW, RETENTION, T0, big_batch, keys, verdict
+from stored import NOW, RETENTION, T0, big_batch, keys, verdict
 
 from watcher.errors import StoreError
 from watcher.leadership import Leadership
@@ -68,7 +68,7 @@ def test_every_chunk_fits_one_transaction() -> None:
 KILLED_BETWEEN_CHUNKS = """
 import asyncio, os, signal, sys
 sys.path.insert(0, "tests")
-from test_store_contract import NOW, RETENTION, big_batch
+from stored import NOW, RETENTION, big_batch
 from watcher.store.dynamodb import DynamoDbStore
 
 async def main() -> None:

@@ -10,54 +10,18 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from stored import NOW, T0, keys, verdict
 
 from watcher.errors import StoreError
-from watcher.model import Classification, Outcome, TrailEvent, Verdict
+from watcher.keys import stored_key
 from watcher.store.base import Store
 from watcher.store.sqlite import MIGRATIONS, SqliteStore
 
 REPO = Path(__file__).resolve().parents[1]  # the child imports watcher from here
-T0 = datetime(2026, 1, 1, 14, 0, tzinfo=UTC)
-NOW = datetime(2026, 1, 1, 15, 0, tzinfo=UTC)
-
-
-def verdict(
-    event_id: str,
-    *,
-    principal: str = "bg-admin",
-    classification: Classification = "unexpected",
-    outcome: Outcome = "success",
-    at: datetime = T0,
-    session: str | None = None,
-    exercise: str | None = None,
-    shared: str | None = None,
-    raw: dict[str, Any] | None = None,
-) -> Verdict:
-    event = TrailEvent(
-        event_id=event_id,
-        event_time=at,
-        account="123456789012",
-        region="us-east-1",
-        event_name="AssumeRole",
-        event_source="sts.amazonaws.com",
-        identity={},
-        raw=raw or {},
-        session_name="break-glass-exercise-alice",
-        source_ip="203.0.113.5",
-        shared_event_id=shared,
-    )
-    return Verdict(
-        event, principal, classification, outcome, exercise=exercise, session_key=session
-    )
-
-
-def keys(verdicts: list[Verdict]) -> list[str]:
-    return [v.event.dedup_key for v in verdicts]
 
 
 @pytest.fixture
@@ -101,6 +65,36 @@ async def test_migrates_an_empty_file_to_the_latest_schema(path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"events", "sessions", "windows", "checkpoints", "first_seen"} <= tables
+
+
+async def test_migration_masks_session_keys_a_former_watcher_stored_whole(path: Path) -> None:
+    """Files of watchers before masking hold whole key ids; one upgraded in place may hold the
+    same session whole and masked. After the migration: masked, one row per session."""
+    whole, other = "ASIAEXAMPLEKEY000001", "AKIAEXAMPLEKEY000002"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as db:
+        for target, step in enumerate(MIGRATIONS[:3], start=1):
+            db.executescript(f"{step};PRAGMA user_version = {target};")
+        db.executemany(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+            [
+                ("bg-role", whole, "unexpected", 100.0, 200.0),
+                ("bg-role", stored_key(whole), "drill", 150.0, 300.0),  # after an upgrade
+                ("bg-user", other, "drill", 10.0, 20.0),
+                ("bg-user", "event-id-1", "drill", 30.0, 40.0),  # not a key id: as it is
+            ],
+        )
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as db:
+        rows = set(db.execute("SELECT * FROM sessions"))
+    assert rows == {
+        ("bg-role", stored_key(whole), "unexpected", 100.0, 300.0),
+        ("bg-user", stored_key(other), "drill", 10.0, 20.0),
+        ("bg-user", "event-id-1", "drill", 30.0, 40.0),
+    }
+    assert whole.encode() not in await asyncio.to_thread(path.read_bytes)
 
 
 async def test_refuses_a_file_from_a_newer_schema(path: Path) -> None:

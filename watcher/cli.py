@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from watcher.errors import WatcherError
 
@@ -62,12 +64,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--summary", action="store_true", help="a table per principal instead")
     replay.add_argument(
+        "--since", type=_bound(end=False), help="ISO date or time (UTC unless an offset is given)"
+    )
+    replay.add_argument(
+        "--until", type=_bound(end=True), help="exclusive; a bare date means through that day"
+    )
+    replay.add_argument("--accounts", type=_names("account"), help="comma-separated account ids")
+    replay.add_argument("--regions", type=_names("region"), help="comma-separated regions")
+    replay.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: the machine's cores; 1: no pool)",
+    )
+    replay.add_argument(
         "files",
-        type=Path,
         nargs="+",
         metavar="FILE_OR_FOLDER",
         help="log files (.json, .json.gz, JSON lines); folders are searched recursively for "
-        ".json and .json.gz files",
+        ".json and .json.gz files; s3://BUCKET/PREFIX and AWSLogs folders are read in "
+        "CloudTrail's layout, pruned to --since/--until/--accounts/--regions",
     )
 
     audit = sub.add_parser("audit", parents=[common], help="inventory and credential health, once")
@@ -141,6 +157,41 @@ def _limit(text: str) -> int:
         return parse_limit(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bound(*, end: bool) -> Callable[[str], datetime]:
+    def parse(text: str) -> datetime:
+        from watcher.trail_layout import parse_bound
+
+        try:
+            return parse_bound(text, end=end)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _names(kind: Literal["account", "region"]) -> Callable[[str], frozenset[str]]:
+    def parse(text: str) -> frozenset[str]:
+        from watcher.trail_layout import is_account, is_region
+
+        names = frozenset(n.strip() for n in text.split(",") if n.strip())
+        if not names:
+            raise argparse.ArgumentTypeError(f"{text!r} names no {kind} (expected a,b,c)")
+        valid = is_account if kind == "account" else is_region
+        wrong = sorted(n for n in names if not valid(n))
+        if wrong:
+            example = "123456789012" if kind == "account" else "eu-west-1"
+            raise argparse.ArgumentTypeError(f"{', '.join(wrong)}: no {kind} (like {example})")
+        return names
+
+    return parse
+
+
+def _jobs(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def _config_from_env(args: argparse.Namespace) -> None:
@@ -286,6 +337,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from watcher.replay import run_replay
     from watcher.rules import load_rules
+    from watcher.trail_layout import Selection
 
     rules_path: Path | None = args.rules
     if rules_path is None:
@@ -296,8 +348,18 @@ def _replay(args: argparse.Namespace) -> int:
             )
         rules_path = DEFAULT_RULES
     rules = load_rules(rules_path)
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        raise WatcherError(f"--since {args.since} is not before --until {args.until}")
+    selection = Selection(args.since, args.until, args.accounts, args.regions)
     try:
-        code = run_replay(rules, args.files, summary=args.summary, out=sys.stdout)
+        code = run_replay(
+            rules,
+            args.files,
+            summary=args.summary,
+            out=sys.stdout,
+            selection=selection,
+            jobs=args.jobs,
+        )
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (`replay ... | head`): stop quietly, as `head`'s writers do.

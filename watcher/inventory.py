@@ -1,20 +1,24 @@
 """Which principals to watch and what IAM says about them: discovery and fact gathering.
 
-Per configured account (read through its ``role_arn`` where set) every user and role is listed
-with paginators; the entities the rules declare are attached to their principals, and the rest
-are *discovered* by name pattern (``inventory.name_patterns``, case-insensitive) or by tag
-(``inventory.tags``, every pair must be present, key and value compared case-insensitively).
+Per account (read through its ``role_arn`` where set) every user and role is read with
+``iam:GetAccountAuthorizationDetails`` (``Filter=[User, Role]``, 1,000 items a page): names,
+paths, ARNs, creation dates, tags and trust policies in one paginated listing, so an account with
+3,000 roles costs 3 or 4 calls, not a tag call per user and role. The entities the rules declare
+are attached to their principals, and the rest are *discovered* by name pattern
+(``inventory.name_patterns``, case-insensitive) or by tag (``inventory.tags``, every pair must be
+present, key and value compared case-insensitively). Only the break-glass users themselves cost
+further calls: their access keys (and each key's last use), MFA devices and login profile, which
+that listing does not carry; ``GetAccountSummary`` when the account's root is watched.
 ``credentials.py`` judges the facts gathered here.
 
-Cost of tag discovery: ListUsers/ListRoles return no tags (in AWS as in moto), so a tag costs
-one ListUserTags/ListRoleTags call for each user and role that neither a rule nor a name
-pattern already claims, at most ``_CONCURRENCY`` at a time. An account with 3,000 roles pays
-3,000 calls per inventory run (hourly by default); ``inventory.tags: {}`` turns that off.
 Service-linked roles (path ``/aws-service-role/``) are never discovered: only their AWS service
 can assume them.
 
-An IAM error makes the whole account a failed source (``AccountError``), never a failed
-credential check: its principals simply have no facts this run.
+A throttled call is retried with backoff (each throttle counted through ``on_throttle``), the
+same page again, never a skipped one. Any other IAM error, or a throttle that outlasts the
+retries, makes the whole account a failed source (``AccountError``), never a failed credential
+check: its principals simply have no facts this run, and nothing of a half-read listing is used
+(a principal on an unread page is not "missing").
 
 A discovered principal, once watched, stays watched (pass the last run's as ``keep``): whoever
 can create IAM roles could otherwise crowd it out of the per-account bound, and whoever can
@@ -22,6 +26,9 @@ delete or untag it could make it vanish with its metrics. One that left IAM keep
 and fails its ``exists`` check. The bound (``max_discovered``) only limits *new* discoveries,
 oldest IAM entity first (decoys an attacker creates are younger than the principal they
 would hide); what it leaves out is counted in ``truncated`` and logged, never silent.
+
+:func:`discover` reads every account once (``audit``, ``drill``); the daemon reads each account
+on its own schedule with :func:`inventory_account`.
 """
 
 from __future__ import annotations
@@ -29,30 +36,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from itertools import count
-from typing import Any, Literal
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from watcher.aws import AwsClients
 from watcher.credentials import AccessKey, PrincipalFacts, RoleFacts, RootFacts, UserFacts
+from watcher.iam_entities import IamEntity, has_tags, page_entities
 from watcher.model import Principal, Rules
-from watcher.settings import Account, Config
-from watcher.sources.retry import ErrorKind, error_kind
+from watcher.settings import Account, Config, Inventory
+from watcher.sources.retry import Backoff, ErrorKind, classify_error, error_kind
 
 log = logging.getLogger(__name__)
 
-EntityKind = Literal["user", "role"]
-
 MAX_DISCOVERED_PER_ACCOUNT = 50
-_CONCURRENCY = 8
+ACCOUNTS_AT_ONCE = 8
+"""Accounts read at once (by :func:`discover`, and by the daemon's schedule): each holds a page of
+up to ``PAGE_SIZE`` users and roles, with their policies, while it reads it."""
+PAGE_SIZE = 1000  # GetAccountAuthorizationDetails' largest MaxItems
+READ_TIMEOUT = 30.0
+"""Seconds an IAM answer may take: a page of 1,000 users and roles with all their policies is
+built and sent more slowly than the short answers ``aws.READ_TIMEOUT`` is meant for."""
+_CONCURRENCY = 8  # per-user reads of one account at once
 _IAM_DEFAULT_REGION = "us-east-1"
 _SERVICE_LINKED_PATH = "/aws-service-role/"
-_UNKNOWN_AGE = datetime.min.replace(tzinfo=UTC)  # sorts first: no CreateDate, no bound to lose
+_ENTITY_FILTER = ["User", "Role"]
+
+OnThrottle = Callable[[str], None]
+"""Called with the account's id each time one of its IAM calls is throttled (and retried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Throttling:
+    """How a throttled IAM call is retried: ``attempts`` tries in all, exponential backoff with
+    full jitter between them (``base * 2**n`` seconds, at most ``cap``)."""
+
+    attempts: int = 6
+    base: float = 0.5
+    cap: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,19 +108,25 @@ class InventoryResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Entity:
-    kind: EntityKind
-    name: str
-    arn: str
-    path: str
-    trust_policy: Mapping[str, Any]
-    created: datetime = _UNKNOWN_AGE
+class AccountInventory:
+    """One account's run: its declared principals, its discovered ones (kept, then new), the
+    facts of both, and how many matching entities the bound left out."""
+
+    account: str
+    declared: tuple[Principal, ...]
+    discovered: tuple[Principal, ...]
+    facts: Mapping[str, PrincipalFacts]
+    truncated: int
+
+    @property
+    def principals(self) -> tuple[Principal, ...]:
+        return (*self.declared, *self.discovered)
 
 
 @dataclass(frozen=True, slots=True)
 class _AccountScan:
     declared: dict[str, PrincipalFacts]
-    discovered: list[tuple[_Entity, PrincipalFacts]]
+    discovered: list[tuple[IamEntity, PrincipalFacts]]
     truncated: int
     kept: dict[str, PrincipalFacts]  # principals kept from earlier runs, by name
 
@@ -107,8 +138,10 @@ async def discover(
     *,
     max_discovered: int = MAX_DISCOVERED_PER_ACCOUNT,
     keep: Sequence[Principal] = (),
+    throttling: Throttling = Throttling(),
+    on_throttle: OnThrottle | None = None,
 ) -> InventoryResult:
-    """Inventory every configured account once; accounts are read concurrently.
+    """Inventory every configured account once, ``ACCOUNTS_AT_ONCE`` at a time.
 
     ``keep``: the principals an earlier run discovered. Each stays in the result whatever
     IAM says now (absent from IAM: its facts say so; account unreadable: no facts).
@@ -121,51 +154,38 @@ async def discover(
         AccountError(acct, "other", "account is not in the config's accounts; not checked")
         for acct in sorted({p.account for p in declared} - configured)
     ]
-    async with asyncio.TaskGroup() as tg:
-        tasks = [
-            (
+    gate = asyncio.Semaphore(ACCOUNTS_AT_ONCE)
+
+    async def scan(account: Account) -> _AccountScan | AccountError:
+        async with gate:
+            return await _scan_safely(
+                clients,
                 account,
-                tg.create_task(
-                    _scan_safely(
-                        clients,
-                        account,
-                        config,
-                        [p for p in declared if p.account == account.id],
-                        max_discovered,
-                        [p for p in kept if p.account == account.id],
-                    )
-                ),
+                config.inventory,
+                [p for p in declared if p.account == account.id],
+                max_discovered,
+                [p for p in kept if p.account == account.id],
+                _Retrier(account.id, throttling, on_throttle),
             )
-            for account in config.accounts
-        ]
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [(account, tg.create_task(scan(account))) for account in config.accounts]
     facts: dict[str, PrincipalFacts] = {}
     discovered: list[Principal] = []
     truncated: dict[str, int] = {}
     taken = declared_names | {p.name for p in kept}
     for account, task in tasks:
-        scan = task.result()
-        if isinstance(scan, AccountError):
-            errors.append(scan)
-            discovered += (p for p in kept if p.account == account.id)
+        scan_result = task.result()
+        own_kept = [p for p in kept if p.account == account.id]
+        if isinstance(scan_result, AccountError):
+            errors.append(scan_result)
+            discovered += own_kept
             continue
-        facts.update(scan.declared)
-        facts.update(scan.kept)
-        discovered += (p for p in kept if p.name in scan.kept)
-        for entity, entity_facts in scan.discovered:
-            principal = _discovered_principal(entity, account.id, taken)
-            taken.add(principal.name)
-            discovered.append(principal)
-            facts[principal.name] = entity_facts
-        if scan.truncated:
-            truncated[account.id] = scan.truncated
-            log.warning(
-                "discovery bound reached: matching IAM principals are not watched",
-                extra={
-                    "account": account.id,
-                    "unwatched": scan.truncated,
-                    "bound": max_discovered,
-                },
-            )
+        part = _assemble(account.id, scan_result, (), own_kept, taken, max_discovered)
+        facts.update(part.facts)
+        discovered += part.discovered
+        if part.truncated:
+            truncated[account.id] = part.truncated
     return InventoryResult(
         principals=(*declared, *discovered),
         facts=facts,
@@ -174,16 +194,112 @@ async def discover(
     )
 
 
+async def inventory_account(
+    clients: AwsClients,
+    account: Account,
+    settings: Inventory,
+    declared: Sequence[Principal],
+    *,
+    keep: Sequence[Principal] = (),
+    taken: Callable[[], Iterable[str]] = frozenset,
+    max_discovered: int = MAX_DISCOVERED_PER_ACCOUNT,
+    throttling: Throttling = Throttling(),
+    on_throttle: OnThrottle | None = None,
+) -> AccountInventory | AccountError:
+    """One account's inventory: ``declared`` and ``keep`` are that account's principals (declared
+    ones, and those an earlier run discovered); ``taken()``, read once IAM is read, the names of
+    the principals watched then, which a new discovery's name must not clash with."""
+    own = [p for p in declared if p.account == account.id and p.origin == "declared"]
+    names = {p.name for p in own}
+    kept = [p for p in keep if p.account == account.id and p.name not in names]
+    scan = await _scan_safely(
+        clients,
+        account,
+        settings,
+        own,
+        max_discovered,
+        kept,
+        _Retrier(account.id, throttling, on_throttle),
+    )
+    if isinstance(scan, AccountError):
+        return scan
+    used = set(taken()) | names | {p.name for p in kept}
+    return _assemble(account.id, scan, own, kept, used, max_discovered)
+
+
+def _assemble(
+    account: str,
+    scan: _AccountScan,
+    declared: Sequence[Principal],
+    kept: Sequence[Principal],
+    taken: set[str],
+    max_discovered: int,
+) -> AccountInventory:
+    """Name the new discoveries (adding their names to ``taken``) and log a reached bound."""
+    facts: dict[str, PrincipalFacts] = {**scan.declared, **scan.kept}
+    discovered = [p for p in kept if p.name in scan.kept]
+    for entity, entity_facts in scan.discovered:
+        principal = _discovered_principal(entity, account, taken)
+        taken.add(principal.name)
+        discovered.append(principal)
+        facts[principal.name] = entity_facts
+    if scan.truncated:
+        log.warning(
+            "discovery bound reached: matching IAM principals are not watched",
+            extra={"account": account, "unwatched": scan.truncated, "bound": max_discovered},
+        )
+    return AccountInventory(account, tuple(declared), tuple(discovered), facts, scan.truncated)
+
+
+class _Retrier:
+    """Runs one account's IAM calls, retrying throttled ones (see :class:`Throttling`)."""
+
+    def __init__(self, account: str, policy: Throttling, on_throttle: OnThrottle | None) -> None:
+        self.account = account
+        self._policy = policy
+        self._on_throttle = on_throttle
+
+    async def call(self, iam: Any, operation: str, **params: Any) -> dict[str, Any]:
+        backoff = Backoff(base=self._policy.base, cap=self._policy.cap)
+        attempt = 1
+        while True:
+            try:
+                answer: dict[str, Any] = await getattr(iam, operation)(**params)
+                return answer
+            except ClientError as exc:
+                if classify_error(exc) != "throttled" or attempt >= self._policy.attempts:
+                    raise
+            attempt += 1
+            if self._on_throttle is not None:
+                self._on_throttle(self.account)
+            await asyncio.sleep(backoff.next_delay())
+
+    async def pages(self, iam: Any, operation: str, **params: Any) -> AsyncIterator[dict[str, Any]]:
+        """Every page of an IAM listing (``Marker``/``IsTruncated``), each page retried alone."""
+        marker: str | None = None
+        while True:
+            page = await self.call(
+                iam, operation, **params, **({"Marker": marker} if marker else {})
+            )
+            yield page
+            marker = page.get("Marker")
+            if not page.get("IsTruncated") or not marker:
+                return
+
+
 async def _scan_safely(
     clients: AwsClients,
     account: Account,
-    config: Config,
+    settings: Inventory,
     declared: list[Principal],
     max_discovered: int,
     kept: list[Principal],
+    retrier: _Retrier,
 ) -> _AccountScan | AccountError:
     try:
-        return await _scan_account(clients, account, config, declared, max_discovered, kept)
+        return await _scan_account(
+            clients, account, settings, declared, max_discovered, kept, retrier
+        )
     except Exception as exc:
         leaves = _leaves(exc)
         kinds = [error_kind(leaf) for leaf in leaves]
@@ -196,44 +312,46 @@ async def _scan_safely(
 async def _scan_account(
     clients: AwsClients,
     account: Account,
-    config: Config,
+    settings: Inventory,
     declared: list[Principal],
     max_discovered: int,
     kept: list[Principal],
+    retrier: _Retrier,
 ) -> _AccountScan:
     region = account.regions[0] if account.regions else _IAM_DEFAULT_REGION
     limit = asyncio.Semaphore(_CONCURRENCY)
-    async with clients.client("iam", region, account) as iam:
-        async with asyncio.TaskGroup() as tg:
-            users_task = tg.create_task(_list_all(iam, "list_users", "Users"))
-            roles_task = tg.create_task(_list_all(iam, "list_roles", "Roles"))
-        users = [_entity("user", u) for u in users_task.result()]
-        roles = [_entity("role", r) for r in roles_task.result()]
+    async with clients.client("iam", region, account, read_timeout=READ_TIMEOUT) as iam:
+        # A page holds every policy of its users and roles too: each is dropped once read.
+        listing = retrier.pages(
+            iam, "get_account_authorization_details", Filter=_ENTITY_FILTER, MaxItems=PAGE_SIZE
+        )
+        entities = [e async for page in listing for e in page_entities(page)]
+        users = [e for e in entities if e.kind == "user"]
+        roles = [e for e in entities if e.kind == "role"]
 
         claims = {p.name: _claimed(p, users if p.kind == "user" else roles) for p in declared}
         claimed = {(e.kind, e.name.lower()) for entities in claims.values() for e in entities}
         candidates = [
             e
-            for e in (*users, *roles)
+            for e in entities
             if (e.kind, e.name.lower()) not in claimed
             and not e.path.startswith(_SERVICE_LINKED_PATH)
         ]
-        patterns = [p.lower() for p in config.inventory.name_patterns]
-        named = [any(fnmatchcase(e.name.lower(), p) for p in patterns) for e in candidates]
-        by_name = [e for e, hit in zip(candidates, named, strict=True) if hit]
-        rest = [e for e, hit in zip(candidates, named, strict=True) if not hit]
+        patterns = [p.lower() for p in settings.name_patterns]
         kept_keys = {(p.kind, name) for p in kept for name in p.iam_names}
         kept_entities = {
             (e.kind, e.name.lower()): e for e in candidates if (e.kind, e.name.lower()) in kept_keys
         }
-        by_tag = await _tagged(
-            iam,
-            [e for e in rest if (e.kind, e.name.lower()) not in kept_keys],
-            config.inventory.tags,
-            limit,
-        )
         found = sorted(
-            (e for e in (*by_name, *by_tag) if (e.kind, e.name.lower()) not in kept_keys),
+            (
+                e
+                for e in candidates
+                if (e.kind, e.name.lower()) not in kept_keys
+                and (
+                    any(fnmatchcase(e.name.lower(), p) for p in patterns)
+                    or (settings.tags and has_tags(e, settings.tags))
+                )
+            ),
             key=lambda e: (e.created, e.kind, e.name.lower()),
         )
         # Oldest first picks who fits the bound; the result is in the usual kind, name order.
@@ -247,8 +365,8 @@ async def _scan_account(
             *new,
         )
         to_read = {e.name: e for e in watched if e.kind == "user"}
-        user_facts = await _user_facts_all(iam, list(to_read.values()), limit)
-        root = await _root_facts(iam) if any(p.kind == "root" for p in declared) else None
+        user_facts = await _user_facts_all(iam, retrier, list(to_read.values()), limit)
+        root = await _root_facts(iam, retrier) if any(p.kind == "root" for p in declared) else None
 
     declared_facts = {
         p.name: _principal_facts(
@@ -272,7 +390,7 @@ def _keys(principal: Principal) -> list[tuple[str, str]]:
 
 
 def _kept_facts(
-    principal: Principal, present: list[_Entity], user_facts: Mapping[str, UserFacts]
+    principal: Principal, present: list[IamEntity], user_facts: Mapping[str, UserFacts]
 ) -> PrincipalFacts:
     """Facts of a principal discovered earlier; the IAM names now gone are ``missing``."""
     base = _entity_facts(present, user_facts)
@@ -280,20 +398,7 @@ def _kept_facts(
     return replace(base, missing=tuple(n for n in principal.iam_names if n not in found))
 
 
-def _entity(kind: EntityKind, item: Mapping[str, Any]) -> _Entity:
-    name = item["UserName"] if kind == "user" else item["RoleName"]
-    created = item.get("CreateDate")
-    return _Entity(
-        kind,
-        name,
-        item["Arn"],
-        item.get("Path", "/"),
-        item.get("AssumeRolePolicyDocument", {}),
-        created if isinstance(created, datetime) else _UNKNOWN_AGE,
-    )
-
-
-def _claimed(principal: Principal, pool: list[_Entity]) -> list[_Entity]:
+def _claimed(principal: Principal, pool: list[IamEntity]) -> list[IamEntity]:
     """The entities of ``pool`` a declared principal names or its pattern matches."""
     if principal.kind == "root":
         return []
@@ -308,8 +413,8 @@ def _claimed(principal: Principal, pool: list[_Entity]) -> list[_Entity]:
 
 def _principal_facts(
     principal: Principal,
-    claimed: list[_Entity],
-    pool: list[_Entity],
+    claimed: list[IamEntity],
+    pool: list[IamEntity],
     user_facts: Mapping[str, UserFacts],
     root: RootFacts | None,
 ) -> PrincipalFacts:
@@ -327,7 +432,7 @@ def _principal_facts(
 
 
 def _entity_facts(
-    entities: Iterable[_Entity], user_facts: Mapping[str, UserFacts]
+    entities: Iterable[IamEntity], user_facts: Mapping[str, UserFacts]
 ) -> PrincipalFacts:
     entities = list(entities)
     return PrincipalFacts(
@@ -336,7 +441,7 @@ def _entity_facts(
     )
 
 
-def _discovered_principal(entity: _Entity, account: str, taken: set[str]) -> Principal:
+def _discovered_principal(entity: IamEntity, account: str, taken: set[str]) -> Principal:
     """A principal for a discovered entity, named from its IAM name (lower-case, label-safe).
 
     On a clash with another principal's name, the account id, then the kind, then a number are
@@ -363,61 +468,32 @@ def _names(base: str, kind: str, account: str) -> Iterator[str]:
         yield f"{stem}-{n}"
 
 
-async def _list_all(iam: Any, operation: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    async for page in iam.get_paginator(operation).paginate(**kwargs):
-        items.extend(page.get(key, []))
-    return items
-
-
-async def _tagged(
-    iam: Any, entities: list[_Entity], wanted: Mapping[str, str], limit: asyncio.Semaphore
-) -> list[_Entity]:
-    """The entities carrying every ``wanted`` tag (one tag listing per entity)."""
-    if not wanted:
-        return []
-    want = {k.lower(): v.lower() for k, v in wanted.items()}
-
-    async def matches(entity: _Entity) -> bool:
-        operation, param = (
-            ("list_user_tags", "UserName")
-            if entity.kind == "user"
-            else ("list_role_tags", "RoleName")
-        )
-        async with limit:
-            tags = await _list_all(iam, operation, "Tags", **{param: entity.name})
-        have = {t["Key"].lower(): t["Value"].lower() for t in tags}
-        return all(have.get(k) == v for k, v in want.items())
-
-    async with asyncio.TaskGroup() as tg:
-        checks = [(e, tg.create_task(matches(e))) for e in entities]
-    return [e for e, task in checks if task.result()]
-
-
 async def _user_facts_all(
-    iam: Any, users: list[_Entity], limit: asyncio.Semaphore
+    iam: Any, retrier: _Retrier, users: list[IamEntity], limit: asyncio.Semaphore
 ) -> dict[str, UserFacts]:
-    async def one(user: _Entity) -> UserFacts:
+    async def one(user: IamEntity) -> UserFacts:
         async with limit:
-            return await _user_facts(iam, user)
+            return await _user_facts(iam, retrier, user)
 
     async with asyncio.TaskGroup() as tg:
         tasks = [(u.name, tg.create_task(one(u))) for u in users]
     return {name: task.result() for name, task in tasks}
 
 
-async def _user_facts(iam: Any, user: _Entity) -> UserFacts:
+async def _user_facts(iam: Any, retrier: _Retrier, user: IamEntity) -> UserFacts:
+    """What GetAccountAuthorizationDetails does not say of a user: keys, MFA, login profile."""
+
+    async def listed(operation: str, key: str) -> list[dict[str, Any]]:
+        listing = retrier.pages(iam, operation, UserName=user.name)
+        return [item async for page in listing for item in page.get(key, [])]
+
     async with asyncio.TaskGroup() as tg:
-        keys_task = tg.create_task(
-            _list_all(iam, "list_access_keys", "AccessKeyMetadata", UserName=user.name)
-        )
-        mfa_task = tg.create_task(
-            _list_all(iam, "list_mfa_devices", "MFADevices", UserName=user.name)
-        )
-        profile_task = tg.create_task(_has_login_profile(iam, user.name))
+        keys_task = tg.create_task(listed("list_access_keys", "AccessKeyMetadata"))
+        mfa_task = tg.create_task(listed("list_mfa_devices", "MFADevices"))
+        profile_task = tg.create_task(_has_login_profile(iam, retrier, user.name))
     keys = []
     for key in keys_task.result():
-        used = await iam.get_access_key_last_used(AccessKeyId=key["AccessKeyId"])
+        used = await retrier.call(iam, "get_access_key_last_used", AccessKeyId=key["AccessKeyId"])
         keys.append(
             AccessKey(
                 key_id=key["AccessKeyId"],
@@ -435,9 +511,9 @@ async def _user_facts(iam: Any, user: _Entity) -> UserFacts:
     )
 
 
-async def _has_login_profile(iam: Any, user: str) -> bool:
+async def _has_login_profile(iam: Any, retrier: _Retrier, user: str) -> bool:
     try:
-        await iam.get_login_profile(UserName=user)
+        await retrier.call(iam, "get_login_profile", UserName=user)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "NoSuchEntity":
             return False
@@ -445,8 +521,8 @@ async def _has_login_profile(iam: Any, user: str) -> bool:
     return True
 
 
-async def _root_facts(iam: Any) -> RootFacts:
-    summary = await iam.get_account_summary()
+async def _root_facts(iam: Any, retrier: _Retrier) -> RootFacts:
+    summary = await retrier.call(iam, "get_account_summary")
     return RootFacts(mfa_enabled=summary["SummaryMap"].get("AccountMFAEnabled") == 1)
 
 

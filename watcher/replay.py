@@ -1,33 +1,41 @@
 """``breakglass-watcher replay``: classify CloudTrail files offline.
 
-Streams every file (a folder: every ``.json``/``.json.gz`` file below it, other files skipped
-quietly), keeps only break-glass verdicts, de-duplicated across all inputs by
-``TrailEvent.dedup_key``, and prints them in event-time order, one JSON line each, or a table
-per principal with ``--summary``. Of the records sharing a dedup key (the two account copies of
-one cross-account assume call) the one carrying the caller's identity decides
-(``Verdict.copy_rank``), whatever the input order; between equals the first seen stays.
-Malformed records are warned about on stderr with their location; Insights records and digest
-files are only counted; a file that cannot be read makes the exit status 1, after the rest ran.
+Reads named files, folders and ``s3://`` prefixes (``archive.py``: CloudTrail's layout pruned
+to ``--since/--until/--accounts/--regions``; other folders: every ``.json``/``.json.gz`` file
+below), each file classified on its own (``replay_file.py``), in ``--jobs`` worker processes
+(``replay_pool.py``) whose results come back in file order. Keeps only break-glass verdicts in
+the selection, de-duplicated across all inputs by ``TrailEvent.dedup_key``, and prints them in
+event-time order, one JSON line each, or a table per principal with ``--summary``. Of the
+records sharing a dedup key (the two account copies of one cross-account assume call) the one
+carrying the caller's identity decides (``Verdict.copy_rank``), whatever the input order;
+between equals the first seen stays. Malformed records are warned about on stderr with their
+location; Insights records and digest files are only counted; a file that cannot be read makes
+the exit status 1, after the rest ran. The last line on stderr sums up what was read.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from watcher.archive import Listing, objects
 from watcher.classify import Classifier
 from watcher.clock import iso_z
-from watcher.events import FileReadError, Malformed, Skipped, iter_file
+from watcher.events import Malformed, Skipped
 from watcher.model import CLASSIFICATIONS, OUTCOMES, Rules, TrailEvent, Verdict
+from watcher.replay_file import selected
+from watcher.replay_pool import results
+from watcher.replay_progress import Progress, Totals, summary_line
 from watcher.rules import ANY_ACCOUNT
+from watcher.trail_layout import Selection
 
 MAX_WARNINGS = 20
-LOG_SUFFIXES = (".json", ".json.gz")
+EVERYTHING = Selection()
 
 
 def verdict_line(verdict: Verdict) -> dict[str, Any]:
@@ -94,27 +102,18 @@ class Collector:
             self._warnings.skipped += 1
             return
         verdict = self._classify(item)
-        if verdict is None:
-            return
-        at = self._at.get(item.dedup_key)
+        if verdict is not None:
+            self.keep(verdict)
+
+    def keep(self, verdict: Verdict) -> None:
+        """Take a break-glass verdict classified elsewhere (a worker process)."""
+        key = verdict.event.dedup_key
+        at = self._at.get(key)
         if at is None:
-            self._at[item.dedup_key] = len(self.verdicts)
+            self._at[key] = len(self.verdicts)
             self.verdicts.append(verdict)
         elif verdict.copy_rank > self.verdicts[at].copy_rank:
             self.verdicts[at] = verdict
-
-
-def input_files(paths: Sequence[Path]) -> Iterator[Path]:
-    """``paths`` with each folder replaced by its ``.json``/``.json.gz`` files, recursively in
-    name order (real archives are nested ``AWSLogs/ACCOUNT/CloudTrail/REGION/Y/M/D`` folders).
-    Files named on the command line are read whatever their name."""
-    for path in paths:
-        if path.is_dir():
-            for found in sorted(path.rglob("*")):
-                if found.name.lower().endswith(LOG_SUFFIXES) and found.is_file():
-                    yield found
-        else:
-            yield path
 
 
 @dataclass
@@ -160,20 +159,41 @@ def summary_table(rules: Rules, verdicts: Sequence[Verdict]) -> str:
 
 
 def run_replay(
-    rules: Rules, files: Sequence[Path], *, summary: bool, out: TextIO, err: TextIO | None = None
+    rules: Rules,
+    sources: Sequence[str | Path],
+    *,
+    summary: bool,
+    out: TextIO,
+    err: TextIO | None = None,
+    selection: Selection = EVERYTHING,
+    jobs: int = 1,
 ) -> int:
-    """Classify ``files``; print verdicts (or the summary) to ``out``, warnings to ``err``
-    (stderr by default). Returns 0, or 1 when a file could not be read."""
+    """Classify the files of ``sources``; print verdicts (or the summary) to ``out``, warnings,
+    progress and the summary line to ``err`` (stderr by default). Returns 0, or 1 when a file
+    or folder could not be read."""
     err = err if err is not None else sys.stderr
     warnings = Warnings(err)
     collector = Collector(Classifier(rules), warnings)
+    listing = Listing()
+    totals = Totals()
     failed: list[str] = []
-    for path in input_files(files):
-        try:
-            for item in iter_file(path):
-                collector.add(item)
-        except FileReadError as exc:
-            failed.append(str(exc))
+    progress = Progress(err)
+    try:
+        listed = progress.objects(objects([str(s) for s in sources], selection, listing))
+        for done in results(listed, rules, jobs):
+            result = done.result
+            totals.add(done)
+            for item in result.malformed:
+                warnings.malformed(item)
+            warnings.skipped += result.skipped
+            for use in result.uses:
+                if selected(use, selection):
+                    collector.keep(use)
+            if result.error is not None:
+                failed.append(result.error)
+            progress.update(done, totals)
+    finally:
+        progress.close()
     verdicts = sorted(collector.verdicts, key=lambda v: v.event.event_time)  # stable
     if summary:
         print(summary_table(rules, verdicts), file=out)
@@ -181,6 +201,7 @@ def run_replay(
         for verdict in verdicts:
             print(json.dumps(verdict_line(verdict)), file=out)
     warnings.finish()
-    for problem in failed:
+    for problem in [*listing.errors, *failed]:
         print(f"error: {problem}", file=err)
-    return 1 if failed else 0
+    print(summary_line(totals, len(verdicts), listing.skipped), file=err)
+    return 1 if failed or listing.errors else 0

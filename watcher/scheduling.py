@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 DEFAULT_CONCURRENCY = 64
 JITTER = 0.05  # each wait is the interval ± 5 %
+SPREAD = 0.5  # a spread wait is the interval ± 50 %
 
 
 class PollScheduler:
@@ -34,6 +35,11 @@ class PollScheduler:
 
     def next_wait(self, interval: float) -> float:
         return interval * (1 + self._rng.uniform(-JITTER, JITTER))
+
+    def spread_wait(self, interval: float) -> float:
+        """A wait drawn over a whole interval (half to one and a half of it): jobs that ran
+        together at start (an inventory of every account) then land anywhere in the interval."""
+        return interval * self._rng.uniform(1 - SPREAD, 1 + SPREAD)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

@@ -37,6 +37,8 @@ UNEXPECTED_SESSION = "admin-hotfix"  # does not match SESSION_PATTERN
 PARTICIPANT = "demo-operator"
 PERSON_LAST_DRILL = "breakglass_person_last_drill_timestamp_seconds"
 SOURCE_IP = "127.0.0.1"
+TRAIL_NAME = "organization-trail"
+TRAIL_BUCKET = "cloudtrail-logs"
 
 EMULATOR_ENV = {
     "AWS_ACCESS_KEY_ID": "demo-not-a-real-key",
@@ -160,6 +162,7 @@ def set_up_demo(
         load_rules(rules_dir, now=now), CanarySettings(enabled=True), [Account(account, (REGION,))]
     )
     pipeline = create_pipeline(endpoint_url, rules, region=REGION)
+    _create_trail(endpoint_url)
     config_path = folder / "config.yaml"
     _write_yaml(
         config_path,
@@ -178,6 +181,17 @@ def set_up_demo(
         pipeline=pipeline,
         window=window,
     )
+
+
+def _create_trail(endpoint_url: str) -> None:
+    """A logging multi-region trail, as every account the watcher reads has: the drift checks
+    look for one (moto keeps the trail but records no events; the demo plays CloudTrail)."""
+    boto3.client("s3", region_name=REGION, endpoint_url=endpoint_url).create_bucket(
+        Bucket=TRAIL_BUCKET
+    )
+    cloudtrail = boto3.client("cloudtrail", region_name=REGION, endpoint_url=endpoint_url)
+    cloudtrail.create_trail(Name=TRAIL_NAME, S3BucketName=TRAIL_BUCKET, IsMultiRegionTrail=True)
+    cloudtrail.start_logging(Name=TRAIL_NAME)
 
 
 def _rules_document(account: str, role_arn: str, window: Window) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from watcher.demo.scenario import (
     DRILL_EXERCISE,
     PARTICIPANT,
     SESSION_PATTERN,
+    TRAIL_NAME,
     UNEXPECTED_SESSION,
     DemoSetup,
     emulator_environment,
@@ -176,6 +177,7 @@ def _describe_setup(setup: DemoSetup, folder: Path, say: Callable[[str], None]) 
         f"  rule   {setup.pipeline.rule_name} → SQS {setup.pipeline.queue_url.rsplit('/', 1)[-1]}"
         f" (dead-letter queue {setup.pipeline.dlq_url.rsplit('/', 1)[-1]})"
     )
+    say(f"  trail  {TRAIL_NAME}, all regions, logging (moto keeps it but records nothing)")
     say(f"Config and rules: {folder}")
     say(
         f"  exercise {DRILL_EXERCISE}: window open {window.start:%H:%M:%S} to "

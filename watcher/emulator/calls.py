@@ -98,17 +98,16 @@ class CallRecorder:
     def stop(self) -> None:
         self._post("stop-recording")
 
-    def calls(self) -> list[Call]:
-        """Every signed call recorded so far, in order."""
+    def entries(self) -> list[dict[str, Any]]:
+        """Every request recorded so far, in order, as moto wrote it (``method``, ``url``, …):
+        what a REST API (S3) says in its URL and method rather than an ``Action``."""
         with urllib.request.urlopen(f"{self._base}/download-recording", timeout=10) as answer:
             text = answer.read().decode("utf-8")
-        calls = []
-        for line in text.splitlines():
-            if line.strip():
-                call = parse_entry(json.loads(line))
-                if call is not None:
-                    calls.append(call)
-        return calls
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def calls(self) -> list[Call]:
+        """Every signed call recorded so far, in order."""
+        return [call for entry in self.entries() if (call := parse_entry(entry)) is not None]
 
 
 def assume_role_records(calls: Sequence[Call], event_time: datetime) -> list[dict[str, Any]]:

@@ -152,6 +152,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE events ADD COLUMN copy_rank INTEGER NOT NULL DEFAULT 2;
     """,
+    # Session keys stored whole by watchers before keys were masked (watcher.keys.stored_key,
+    # the SQL function of the same name). A file written by both has the same session twice:
+    # merged into one row that keeps the first classification and the span of both.
+    """
+    INSERT INTO sessions (principal, session_key, classification, first_seen, last_seen)
+        SELECT principal, stored_key(session_key), classification, first_seen, last_seen
+        FROM sessions WHERE session_key != stored_key(session_key)
+        ON CONFLICT (principal, session_key) DO UPDATE SET
+            classification = CASE WHEN excluded.first_seen < first_seen
+                THEN excluded.classification ELSE classification END,
+            first_seen = min(first_seen, excluded.first_seen),
+            last_seen = max(last_seen, excluded.last_seen);
+    DELETE FROM sessions WHERE session_key != stored_key(session_key);
+    """,
 )
 
 _INSERT_EVENT = f"""
@@ -336,6 +350,9 @@ class SqliteStore:
 
     def _migrate(self) -> None:
         db = self._db
+        db.create_function("stored_key", 1, stored_key, deterministic=True)
+        # Rows a step rewrites (whole key ids) must not linger in freed pages.
+        db.execute("PRAGMA secure_delete = ON")
         version: int = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise sqlite3.DatabaseError(
@@ -349,6 +366,7 @@ class SqliteStore:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+        db.execute("PRAGMA secure_delete = OFF")
 
     async def close(self) -> None:
         if self._executor is not None:

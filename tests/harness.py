@@ -69,10 +69,12 @@ def write_config(
     lookup_settings: str = "{interval: 1s, overlap: 20m, rate_per_second: 1.5}",
     state: str = "state.db",
     listen: str | None = "127.0.0.1:0",
+    accounts: str = f'[{{id: "{ACCOUNT}"}}]',
 ) -> Path:
     """A config (and rules file) for a daemon on a free port with quick polling.
 
-    ``listen=None`` leaves the bind address to the daemon's default."""
+    ``listen=None`` leaves the bind address to the daemon's default; ``accounts`` is the
+    config's ``accounts:`` value (YAML flow style)."""
     (folder / "rules").mkdir(exist_ok=True)
     (folder / "rules" / "rules.yaml").write_text(rules)
     sources = []
@@ -90,7 +92,7 @@ def write_config(
                 f"state: {state}",
                 *([f"listen: {listen}"] if listen is not None else []),
                 f"endpoint_url: {endpoint_url}",
-                f'accounts: [{{id: "{ACCOUNT}"}}]',
+                f"accounts: {accounts}",
                 "sources:",
                 *sources,
                 "inventory: {enabled: false}",

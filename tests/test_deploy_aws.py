@@ -30,6 +30,7 @@ import boto3
 import pytest
 import yaml
 
+from watcher.emulator.infra import account_client
 from watcher.model import Principal, Rules
 from watcher.render import eventbridge_pattern_json, eventbridge_patterns
 from watcher.rules import load_rules
@@ -103,10 +104,14 @@ def for_moto(template: Template, parameters: dict[str, str]) -> Template:
 
 
 def create_stack(
-    endpoint: str, path: Path, parameters: dict[str, str], region: str = "us-east-1"
+    endpoint: str,
+    path: Path,
+    parameters: dict[str, str],
+    region: str = "us-east-1",
+    account: str | None = None,
 ) -> dict[str, str]:
-    """Create the stack in moto; returns its outputs."""
-    cloudformation = boto3.client("cloudformation", endpoint_url=endpoint, region_name=region)
+    """Create the stack in moto (in ``account``, else moto's default); returns its outputs."""
+    cloudformation = account_client(endpoint, "cloudformation", region, account)
     name = f"{path.stem}-{uuid.uuid4().hex[:8]}"
     cloudformation.create_stack(
         StackName=name,

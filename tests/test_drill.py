@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from watcher.cli import main
+from watcher.config import parse_config
 from watcher.demo.cloudtrail import CloudTrailStandIn
 from watcher.demo.running import running_watcher
 from watcher.demo.scenario import (
@@ -33,9 +34,11 @@ from watcher.drill import (
     DrillRefused,
     choose_principal,
     drill,
+    in_account,
     run_drill,
     session_name_for,
     source_identity_for,
+    with_account,
 )
 from watcher.drill_detection import (
     Expectation,
@@ -385,3 +388,102 @@ async def test_user_drill_through_a_profile(
 def test_unknown_exercise_is_refused(demo: DemoSetup) -> None:
     with pytest.raises(DrillRefused, match="no exercise named 'nope' in the rules"):
         run_drill(_options(demo, exercise="nope"), out=io.StringIO())
+
+
+# -------------------------------------------------------------------- account: any principals
+
+ORG_WIDE = Principal("bg-role", "role", "any", ("break-glass-admin",))
+MEMBER = "210987654321"
+
+
+def test_an_org_wide_principal_is_drilled_in_the_account_named() -> None:
+    drilled = in_account(ORG_WIDE, MEMBER)
+    assert (drilled.name, drilled.account) == (f"bg-role@{MEMBER}", MEMBER)
+    assert drilled.arn is None and drilled.iam_names == ("break-glass-admin",)
+    declared = Principal("bg-user", "user", "123456789012", ("bg-user",))
+    assert in_account(declared, None) is declared
+    assert in_account(declared, "123456789012") is declared
+
+
+@pytest.mark.parametrize(
+    ("principal", "account", "reason"),
+    [
+        (
+            ORG_WIDE,
+            None,
+            "bg-role is declared with account: any (one per account): name the "
+            "account whose role to drill with --account ACCOUNT_ID",
+        ),
+        (ORG_WIDE, "any", "--account 'any' is not an AWS account id (12 digits)"),
+        (
+            Principal("bg-user", "user", "123456789012", ("bg-user",)),
+            MEMBER,
+            f"--account {MEMBER}: principal bg-user is in account 123456789012 only",
+        ),
+    ],
+)
+def test_the_account_to_drill_in_is_refused_when_it_is_missing_or_wrong(
+    principal: Principal, account: str | None, reason: str
+) -> None:
+    with pytest.raises(DrillRefused) as refused:
+        in_account(principal, account)
+    assert reason in str(refused.value)
+
+
+def test_an_account_of_the_organization_is_read_through_its_role(tmp_path: Path) -> None:
+    document = {
+        "rules": "rules",
+        "accounts": {"organization": {"role_name": "reader", "exclude": ["999999999999"]}},
+        "sources": {"lookup": {}},
+    }
+    config = parse_config(document, label="c.yaml", base_dir=tmp_path)
+    (account,) = with_account(config, MEMBER).accounts
+    assert account.role_arn == f"arn:aws:iam::{MEMBER}:role/reader"
+    with pytest.raises(DrillRefused, match="excluded from the organization"):
+        with_account(config, "999999999999")
+    listed = parse_config(
+        {"rules": "rules", "accounts": [{"id": "123456789012"}], "sources": {"lookup": {}}},
+        label="c.yaml",
+        base_dir=tmp_path,
+    )
+    assert with_account(listed, "123456789012") is listed
+    assert with_account(listed, MEMBER) is listed  # the credentials step says it is not read
+
+
+def _declare_role_in_every_account(setup: DemoSetup) -> None:
+    path = setup.config_path.parent / "rules" / "break-glass.yaml"
+    document = yaml.safe_load(path.read_text())
+    (role,) = [p for p in document["principals"] if p["name"] == ROLE_PRINCIPAL]
+    role["match"] = {"role_name": setup.role_arn.rsplit("/", 1)[-1]}
+    role["account"] = "any"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def test_an_org_wide_drill_without_account_is_refused(
+    demo: DemoSetup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _declare_role_in_every_account(demo)
+    argv = ["drill", "--exercise", DRILL_EXERCISE, "-c", str(demo.config_path)]
+    assert main(argv) == 2
+    assert "--account ACCOUNT_ID" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a drill end to end
+async def test_an_org_wide_drill_in_one_account_is_reported_under_its_name(
+    demo: DemoSetup, emulator: Emulator
+) -> None:
+    """The drill assumes the role in ``--account`` and waits for the watcher's report of
+    ``NAME@ACCOUNT``: the daemon and the drill name the principal alike."""
+    _declare_role_in_every_account(demo)
+    stand_in = CloudTrailStandIn(emulator.endpoint_url, emulator.lookup)
+    async with running_watcher(demo.config_path) as watcher:
+        result = await drill(
+            _options(demo, watcher_url=watcher.url, account=demo.account),
+            out=io.StringIO(),
+            after_auth=stand_in.record,
+        )
+    assert result.exit_code == 0, result.record
+    data = _record(result.json_path)
+    assert data["principal"] == f"{ROLE_PRINCIPAL}@{demo.account}"
+    assert data["principal_arn"] == demo.role_arn
+    assert data["detection"]["classification"] == "drill"

@@ -17,7 +17,7 @@ from watcher.aws import AwsClients
 from watcher.organization import list_members, org_accounts
 from watcher.regions import HOME_REGION, enabled_regions
 from watcher.settings import Account, Config
-from watcher.sources.retry import RETRYABLE, classify_error
+from watcher.sources.retry import RETRYABLE, ErrorKind, classify_error
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Problem:
 
     source: str
     account: str
-    kind: str
+    kind: ErrorKind
     message: str
 
 

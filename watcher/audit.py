@@ -10,22 +10,29 @@ file the check is left out and a note says so. The same state gives every person
 ``people:`` their last attributed drill; an overdue person is a failing check too. With
 ``checks:`` in the config, the pipeline's drift checks (``watcher/pipeline.py``) are reported
 with their reasons, and a failing one fails the audit.
+
+The accounts are the daemon's: the config's list, and with ``accounts: {organization: ...}`` its
+accounts as listed now (``accounts.py``); an ``account: any`` principal is audited once per
+account (``NAME@ACCOUNT``, ``org_principals.py``). An organization or account that cannot be
+listed is an account error, and the audit goes on with what could be read.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
 
+from watcher.accounts import needs_resolving, resolve
 from watcher.aws import AwsClients
 from watcher.credentials import CheckResult, check_credentials, drill_due
 from watcher.inventory import AccountError, discover
 from watcher.model import Person, Principal, Rules
+from watcher.org_principals import expand
 from watcher.pipeline import Check, check_config
 from watcher.programme_metrics import person_due_at
 from watcher.rules import load_rules
@@ -93,7 +100,17 @@ def run_audit(config: Config, *, fmt: str, out: TextIO) -> int:
 
 async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
     """Discover, check every watched principal, and check drill recency of declared ones."""
-    inventory = await discover(AwsClients(config.endpoint_url), config, rules)
+    clients = AwsClients(config.endpoint_url)
+    unlisted: list[AccountError] = []
+    if needs_resolving(config):
+        resolution = await resolve(clients, config, {})
+        config = replace(config, accounts=resolution.accounts)
+        unlisted = [
+            AccountError(p.account, p.kind, f"cannot list {p.source}: {p.message}")
+            for p in resolution.problems
+        ]
+    rules = expand(rules, [a.id for a in config.accounts])
+    inventory = await discover(clients, config, rules)
     max_age = config.inventory.max_access_key_age
     checks = [
         check
@@ -114,7 +131,7 @@ async def audit(config: Config, rules: Rules, *, now: datetime) -> AuditReport:
     return AuditReport(
         principals=inventory.principals,
         checks=tuple(sorted(checks, key=lambda c: order[c.principal])),
-        errors=inventory.errors,
+        errors=(*unlisted, *inventory.errors),
         truncated=inventory.truncated,
         notes=tuple(notes),
         now=now,

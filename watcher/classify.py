@@ -28,6 +28,7 @@ from watcher.errors import MalformedEventError
 from watcher.events import ASSUME_EVENTS, assumed_role_session, issued_access_key
 from watcher.identify import PrincipalIndex, match
 from watcher.model import Exercise, Outcome, Rules, TrailEvent, Verdict
+from watcher.org_principals import declared_name
 from watcher.schedule import WindowFinder
 
 
@@ -153,7 +154,10 @@ class Classifier:
         outcome: Outcome = "failure" if event.error_code is not None else "success"
         key = session_key(event, found.requested)
         rank = copy_rank(event)
-        for conditions in self._exercises.get(principal.name, ()):
+        exercises = self._exercises.get(principal.name)
+        if exercises is None:  # account: any, named for the record's account (identify.py)
+            exercises = self._exercises.get(declared_name(principal), ())
+        for conditions in exercises:
             try:
                 window = self._windows.window_at(conditions.exercise, event.event_time)
             except (OverflowError, ValueError) as exc:  # normalise() bounds the years already

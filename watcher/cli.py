@@ -106,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
         "--records", type=Path, help="where to write the record (default: the config's records)"
     )
     drill.add_argument("--outside-window", action="store_true", help="run even with no window open")
+    drill.add_argument(
+        "--account", help="the account to drill in, for a principal declared with account: any"
+    )
 
     demo = sub.add_parser(
         "demo", parents=[common], help="everything against an embedded AWS emulator"
@@ -236,14 +239,20 @@ def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
     if command == "validate":
         from watcher.config import load_config
+        from watcher.org_principals import expansion_notes
         from watcher.rules import load_rules
 
         if args.config is not None:
             config = load_config(args.config)
             rules = load_rules(config.rules_path)
+            listed = [a.id for a in config.accounts]
+            notes = expansion_notes(rules, listed, config.organization is not None)
         else:
             rules = load_rules(args.rules)
+            notes = expansion_notes(rules)
         print(f"ok: {len(rules.principals)} principals, {len(rules.exercises)} exercises")
+        for note in notes:
+            print(note)
         return 0
     if command == "replay":
         return _replay(args)
@@ -313,6 +322,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
                 records_dir=args.records,
                 outside_window=args.outside_window,
+                account=args.account,
             ),
             out=sys.stdout,
         )

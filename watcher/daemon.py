@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -125,6 +125,7 @@ class Daemon:
         self._accounts_resolved = False
         self._aws: AwsClients | None = None
         self._retired_aws: list[AwsClients] = []  # replaced (endpoint changed), not yet closed
+        self._running_sources: dict[Hashable, Source] = {}
         self.sources: list[Source] = self._build_sources()
         self.leadership = Leadership(self.store, replica_id(), clock, self._leading_changed)
         self._set_rules(rules)
@@ -238,13 +239,14 @@ class Daemon:
     # -- rules and reloads ----------------------------------------------------------------
 
     def _set_rules(self, rules: Rules) -> None:
-        self._loaded_rules = rules
+        self._loaded_rules = loaded = rules
         # account: any principals, one per watched account (org_principals.py).
-        rules = expand(rules, [a.id for a in self._accounts])
+        rules = expand(loaded, [a.id for a in self._accounts])
         self.rules = rules
         self._note_unread_accounts(rules)
+        undeclared = self._undeclared(rules)
         watched = Rules(
-            principals=rules.principals + self._undeclared(rules),
+            principals=rules.principals + undeclared,
             exercises=rules.exercises,
             digest=rules.digest,
             people=rules.people,
@@ -252,7 +254,14 @@ class Daemon:
         # The canary roles are watched like break-glass roles but never become one's metrics.
         canaries = canary_principals(self.config.canary, self._accounts)
         self._canaries = frozenset(p.name for p in canaries)
-        self.classifier = Classifier(replace(watched, principals=watched.principals + canaries))
+        self._polled = watched.principals + canaries
+        # Classified with the account: any principals as written: identify.py names a record
+        # NAME@ACCOUNT for its own account, as the expansion does, so a use in an account not
+        # listed yet (before the organization's first listing, or after an account joined
+        # and before the next refresh) is still that account's use, never dropped unread.
+        self.classifier = Classifier(
+            replace(loaded, principals=loaded.principals + undeclared + canaries)
+        )
         self.metrics.init_labels(watched, self._source_labels())
         self.canary_metrics.init(
             (p.account for p in canaries),
@@ -284,12 +293,12 @@ class Daemon:
     @property
     def watched_principals(self) -> tuple[Principal, ...]:
         """The break-glass principals (declared and discovered)."""
-        return tuple(p for p in self.classifier.rules.principals if p.name not in self._canaries)
+        return tuple(p for p in self._polled if p.name not in self._canaries)
 
     @property
     def polled_principals(self) -> tuple[Principal, ...]:
         """What the sources look up: the break-glass principals and the canary roles."""
-        return self.classifier.rules.principals
+        return self._polled
 
     async def _reloads(self) -> None:
         while not self.stop.is_set():
@@ -407,7 +416,14 @@ class Daemon:
     # -- sources --------------------------------------------------------------------------
 
     def _build_sources(self) -> list[Source]:
-        """The running sources the config asks for (see ``sources/registry.py``)."""
+        """The running sources the config asks for (see ``sources/registry.py``).
+
+        A source built from the same settings, endpoint and account as a running one is that
+        running one: a change of the accounts or a reload restarts only what changed. (A
+        restarted SQS reader would leave the messages of its cut-short long poll invisible
+        for the queue's visibility timeout; a restarted poller reads its window again.) A
+        source the kind builds without any account (the queue reader) depends on no account.
+        """
         context = SourceContext(
             clients=self._clients,
             sink=self.sink,
@@ -418,14 +434,26 @@ class Daemon:
             budgets=self._budgets,
             scheduler=self._scheduler,
         )
+        accounts = {a.id: a for a in self._accounts}
+        no_accounts = replace(self.watching, accounts=())
         sources: list[Source] = []
+        running: dict[Hashable, Source] = {}
         self._leader_only = set()
         for key, settings in self.config.sources.items():
             kind = SOURCE_KINDS[key]
-            built = kind.build(settings, self.watching, context)
-            sources += built
-            if kind.leader_only:
-                self._leader_only |= {id(source) for source in built}
+            shared = {s.labels for s in kind.build(settings, no_accounts, context)}
+            for source in kind.build(settings, self.watching, context):
+                account = None if source.labels in shared else accounts.get(source.labels[1])
+                same = (key, settings, self.config.endpoint_url, source.labels, account)
+                try:
+                    source = self._running_sources.get(same, source)
+                    running[same] = source
+                except TypeError:  # settings that cannot be compared: always a new source
+                    pass
+                sources.append(source)
+                if kind.leader_only:
+                    self._leader_only.add(id(source))
+        self._running_sources = running
         return sources
 
     def _source_labels(self) -> list[SourceLabels]:
@@ -445,17 +473,25 @@ class Daemon:
 
     async def _run_sources(self, *, leader: bool, stop: asyncio.Event) -> None:
         """Run the sources that run everywhere, or (``leader``) those that run on the leader
-        only, until ``stop`` or the daemon stops; restart them when a reload rebuilt them."""
-        while not stop.is_set() and not self.stop.is_set():
-            self._restart_sources.clear()
-            stop_sources = asyncio.Event()
-            async with asyncio.TaskGroup() as tasks:
-                for source in self.sources:
-                    if (id(source) in self._leader_only) == leader:
-                        tasks.create_task(source.run(stop_sources))
+        only, until ``stop`` or the daemon stops; when they are rebuilt (accounts, reload),
+        stop those no longer there and start the new ones."""
+        running: dict[int, asyncio.Event] = {}
+        async with asyncio.TaskGroup() as tasks:
+            while not stop.is_set() and not self.stop.is_set():
+                self._restart_sources.clear()
+                wanted = {id(s): s for s in self.sources if (id(s) in self._leader_only) == leader}
+                for gone in running.keys() - wanted.keys():
+                    running.pop(gone).set()
+                # The stopped sources' old endpoint (a reload changed it): a client still
+                # leased closes when its call ends (watcher/client_pool.py).
+                await self._close_clients(retired_only=True)
+                for key, source in wanted.items():
+                    if key not in running:
+                        running[key] = asyncio.Event()
+                        tasks.create_task(source.run(running[key]))
                 await wait_any(self._restart_sources, stop)
-                stop_sources.set()
-            await self._close_clients(retired_only=True)  # the stopped sources' old endpoint
+            for source_stop in running.values():
+                source_stop.set()
 
     async def sink(
         self, events: Sequence[TrailEvent], source: str, checkpoints: Mapping[str, str]

@@ -57,11 +57,14 @@ from watcher.drill_record import (
 from watcher.errors import WatcherError
 from watcher.inventory import discover
 from watcher.model import Exercise, Principal, Rules, Window
-from watcher.rules import load_rules
+from watcher.org_principals import for_account
+from watcher.organization import ACTIVE, Member, org_accounts
+from watcher.rules import ANY_ACCOUNT, load_rules
 from watcher.schedule import next_window_start, window_at
 from watcher.settings import Config
 
 DEFAULT_REGION = "us-east-1"
+_ACCOUNT_ID = re.compile(r"\d{12}", re.ASCII)
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 _NOT_SESSION_CHAR = re.compile(r"[^\w+=,.@-]", re.ASCII)
 # Characters a glob class may be satisfied with, in order of preference.
@@ -85,6 +88,8 @@ class DrillOptions:
     records_dir: Path | None = None
     """Where the record goes; None: the config's ``records`` folder."""
     outside_window: bool = False
+    account: str | None = None
+    """``--account``: the account whose role or user an ``account: any`` principal drills."""
     poll_interval: float = 2.0
     max_poll_interval: float = 30.0
 
@@ -173,6 +178,39 @@ def choose_principal(rules: Rules, exercise: Exercise, profile: str | None) -> P
     else:
         hint = "to drill a break-glass user, pass --profile with the user's credentials"
     raise DrillRefused(f"exercise {exercise.name!r} has no {kind} principal; {hint}")
+
+
+def in_account(principal: Principal, account: str | None) -> Principal:
+    """The principal to drill: an ``account: any`` one as it is in ``--account``
+    (``NAME@ACCOUNT``, the name the watcher reports its uses under), any other as declared."""
+    if account is not None and not _ACCOUNT_ID.fullmatch(account):
+        raise DrillRefused(f"--account {account!r} is not an AWS account id (12 digits)")
+    if principal.account != ANY_ACCOUNT:
+        if account is not None and account != principal.account:
+            raise DrillRefused(
+                f"--account {account}: principal {principal.name} is in account "
+                f"{principal.account} only; leave --account out"
+            )
+        return principal
+    if account is None:
+        raise DrillRefused(
+            f"principal {principal.name} is declared with account: any (one per account): "
+            f"name the account whose {principal.kind} to drill with --account ACCOUNT_ID"
+        )
+    return for_account(principal, account)
+
+
+def with_account(config: Config, account: str) -> Config:
+    """``config`` watching ``account`` too when it is an account of the organization, read
+    through ``role_name`` as the daemon reads it. Otherwise ``config`` as it is (an account
+    neither listed nor in an organization fails the credentials step, saying so)."""
+    organization = config.organization
+    if organization is None or any(a.id == account for a in config.accounts):
+        return config
+    found = org_accounts(organization, [Member(account, ACTIVE)], management=None)
+    if not found:
+        raise DrillRefused(f"account {account} is excluded from the organization's accounts")
+    return replace(config, accounts=(*config.accounts, *found))
 
 
 # ------------------------------------------------------------------------------------ the drill
@@ -264,7 +302,8 @@ def _plan(options: DrillOptions, clock: Clock) -> _Plan:
     if exercise is None:
         known = ", ".join(e.name for e in rules.exercises) or "none"
         raise DrillRefused(f"no exercise named {options.exercise!r} in the rules (known: {known})")
-    principal = choose_principal(rules, exercise, options.profile)
+    principal = in_account(choose_principal(rules, exercise, options.profile), options.account)
+    config = with_account(config, principal.account)
     url = (options.watcher_url or listen_url(config.listen)).rstrip("/")
     started = clock()
     window = window_at(exercise, started)

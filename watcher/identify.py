@@ -11,6 +11,11 @@ call CloudTrail writes ``requestParameters: null`` and the role is only in ``err
 (``... on resource: arn:aws:iam::ACCOUNT:role/NAME``) or, for the federated variants, in
 ``responseElements.assumedRoleUser.arn``. ``AssumeRoot`` asks for the root of the account in
 ``requestParameters.targetPrincipal``.
+
+An ``account: any`` principal left unexpanded (``replay``: the accounts are not known) matches
+its name in every account: the record's account names it, ``NAME@ACCOUNT``
+(``org_principals.for_account``), as the daemon's expansion over the watched accounts does. A
+principal declared for the account itself wins over it.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from typing import Any
 from watcher.events import ASSUME_EVENTS, ASSUME_ROOT, STS_SOURCE
 from watcher.globs import GlobSet
 from watcher.model import Principal, PrincipalKind, TrailEvent
+from watcher.org_principals import for_account
+from watcher.rules import ANY_ACCOUNT
 
 _Key = tuple[str, PrincipalKind, str]
 _MEMO_SIZE = 65536
 # The console acting for the signed-in human: their use, not AWS acting on its own.
 CONSOLE_INVOKERS = frozenset({"signin.amazonaws.com"})
+_ACCOUNT_ID = re.compile(r"\d{12}", re.ASCII)
 _DENIED_ROLE = re.compile(r"on resource: (arn:[\w-]+:iam::\d{12}:role/\S+?)(?=$|[\s,;)])")
 _ARN_KINDS: dict[tuple[str, str], PrincipalKind] = {
     ("iam", "user"): "user",
@@ -53,6 +61,7 @@ class PrincipalIndex:
         self._roots: dict[str, Principal] = {}
         self._by_arn: dict[str, Principal | None] = {}
         globs: dict[tuple[str, PrincipalKind], list[tuple[str, Principal]]] = {}
+        self._any_account = any(p.account == ANY_ACCOUNT for p in principals)
         for p in principals:
             if p.kind == "root":
                 self._roots.setdefault(p.account, p)
@@ -68,7 +77,17 @@ class PrincipalIndex:
         }
 
     def lookup(self, account: str, kind: PrincipalKind, name: str) -> Principal | None:
-        """The principal of IAM ``kind`` named ``name`` (any case) in ``account``."""
+        """The principal of IAM ``kind`` named ``name`` (any case) in ``account``; an
+        ``account: any`` one as it is in ``account`` when none is declared there."""
+        if account == ANY_ACCOUNT:
+            return None  # the rules' word, not an account a record can name
+        found = self._find(account, kind, name)
+        if found is None and self._any_account and _ACCOUNT_ID.fullmatch(account):
+            wide = self._find(ANY_ACCOUNT, kind, name)
+            found = None if wide is None else for_account(wide, account)
+        return found
+
+    def _find(self, account: str, kind: PrincipalKind, name: str) -> Principal | None:
         lowered = name.lower()
         found = self._names.get((account, kind, lowered))
         if found is not None:

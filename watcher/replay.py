@@ -32,6 +32,7 @@ from watcher.replay_file import FileResult, ReplayEngine, Use, selected
 from watcher.replay_pool import results
 from watcher.replay_progress import Progress, Totals, summary_line
 from watcher.replay_uses import DEFAULT_BOUND, Uses
+from watcher.rules import ANY_ACCOUNT
 from watcher.trail_layout import Selection
 
 MAX_WARNINGS = 20
@@ -83,8 +84,9 @@ class _Row:
 
 
 def summary_table(rules: Rules, uses: Iterable[Use]) -> str:
-    """A plain-text table: one row per principal of the rules (and any other seen)."""
-    rows: dict[str, _Row] = {p.name: _Row() for p in rules.principals}
+    """A plain-text table: one row per principal of the rules (and any other seen). An
+    ``account: any`` principal has a row per account it was seen in (``NAME@ACCOUNT``)."""
+    rows: dict[str, _Row] = {p.name: _Row() for p in rules.principals if p.account != ANY_ACCOUNT}
     for use in uses:
         rows.setdefault(use.principal, _Row()).add(use)
     columns = [f"{c} {o}" for c in CLASSIFICATIONS for o in OUTCOMES]

@@ -41,7 +41,8 @@ class Pipeline:
     region: str
 
 
-def _client(endpoint_url: str, service: str, region: str, account: str | None) -> Any:
+def account_client(endpoint_url: str, service: str, region: str, account: str | None) -> Any:
+    """A boto3 client of the emulator acting in ``account`` (None: moto's default account)."""
     client = boto3.client(service, region_name=region, endpoint_url=endpoint_url)
     if account is not None:
         # moto's way of choosing the account a request acts in.
@@ -63,8 +64,8 @@ def create_pipeline(
     visibility_timeout: int = 30,
 ) -> Pipeline:
     """Create the DLQ, the queue, the rule (pattern from ``rules``) and its SQS target."""
-    sqs = _client(endpoint_url, "sqs", region, account)
-    events = _client(endpoint_url, "events", region, account)
+    sqs = account_client(endpoint_url, "sqs", region, account)
+    events = account_client(endpoint_url, "events", region, account)
     dlq_url = sqs.create_queue(
         QueueName=f"{name}-dlq", Attributes={"MessageRetentionPeriod": "1209600"}
     )["QueueUrl"]
@@ -127,7 +128,7 @@ def deliver_many(
     region: str = "us-east-1",
 ) -> None:
     """:func:`deliver` for many records: one client, ten entries a ``PutEvents`` call."""
-    events = _client(endpoint_url, "events", region, account)
+    events = account_client(endpoint_url, "events", region, account)
     for first in range(0, len(records), 10):
         entries = []
         for record in records[first : first + 10]:

@@ -43,5 +43,5 @@ async def test_a_file_of_the_previous_schema_gets_its_stored_drills_as_unattribu
     assert (window.drill_events, window.people) == (2, {})
     assert window.first_drill == T0 + timedelta(minutes=5)
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     db.close()

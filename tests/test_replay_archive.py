@@ -10,6 +10,8 @@ import json
 import os
 import re
 import struct
+import subprocess
+import sys
 import termios
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,12 +25,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from watcher import archive as archive_module
-from watcher.archive import ReadError, retrying
+from watcher.archive import LocalFile, ReadError, retrying
 from watcher.cli import main
 from watcher.emulator.records import api_call_record, assumed_role_identity, iam_user_identity
 from watcher.emulator.server import Emulator
 from watcher.model import Principal, Rules
 from watcher.replay import run_replay
+from watcher.replay_pool import BATCH_BYTES, BATCH_FILES, batches
 from watcher.trail_layout import Folder, Level, Selection, locate, parse_bound
 
 BUCKET = "org-trail"
@@ -447,3 +450,48 @@ def test_a_folder_with_an_archive_and_loose_files_loses_none(tmp_path: Path) -> 
     assert result.code == 0
     assert result.ids == ["inside", "loose", "stray"]
     assert result.err.endswith(", 1 other objects and folders skipped\n")  # CloudTrail-Digest/
+
+
+def test_batches_keep_the_order_and_their_bounds() -> None:
+    sizes = [1, 2, BATCH_BYTES, 3, *[1] * (BATCH_FILES + 1)]
+    listed = [LocalFile(f"f{n}", size) for n, size in enumerate(sizes)]
+    cut = list(batches(listed))
+    assert [obj for batch in cut for obj in batch] == listed
+    assert [len(b) for b in cut] == [2, 1, BATCH_FILES, 2]  # the big file alone
+    assert all(sum(o.size for o in b) <= BATCH_BYTES or len(b) == 1 for b in cut)
+
+
+@pytest.mark.slow  # three command runs over a folder of 100 files
+def test_two_forked_jobs_give_the_output_of_one(tmp_path: Path) -> None:
+    """The command as a user runs it: one thread, so the workers are forked; files in batches.
+    The record written twice lies in files of different batches: the first listed stays."""
+    twice = use("twice", ORG_ACCOUNT, "us-east-1", at(date(2026, 11, 29), 9))
+    again = dict(twice, sourceIPAddress="198.51.100.97")
+    for n in range(100):
+        day = DAYS[n % len(DAYS)]
+        records = [use(f"u{n}", ORG_ACCOUNT, "us-east-1", at(day, n % 24))]
+        records += [twice] if n == 8 else [again] if n == 97 else []  # folders of 25, 26 Nov
+        path = tmp_path / log_key(ORG_ACCOUNT, "us-east-1", day, n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(log_file(records))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"principals: [{{name: bg, match: {{role_name: break-glass}}, account: '{ORG_ACCOUNT}'}}]\n"
+    )
+    command = [sys.executable, "-m", "watcher", "replay", "--rules", str(rules)]
+    outputs = []
+    for jobs in ("1", "2"):
+        done = subprocess.run(
+            [*command, "--jobs", jobs, str(tmp_path / "AWSLogs")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
+    lines = [json.loads(line) for line in outputs[0].splitlines()]
+    assert len(lines) == 101
+    [kept] = [line for line in lines if line["event_id"] == "twice"]
+    assert kept["source_ip"] == twice["sourceIPAddress"]

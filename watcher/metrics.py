@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import product
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,8 +32,11 @@ from prometheus_client import (
 from watcher.credentials import drill_due_at
 from watcher.model import CLASSIFICATIONS, OUTCOMES, Principal, Rules
 from watcher.source_metrics import SourceSeries
-from watcher.sources.base import SourceLabels
 from watcher.store.base import CommitResult, Totals
+
+if TYPE_CHECKING:  # not at run time: sources/ pulls in aiohttp and botocore, which
+    # the commands that only read files (replay, validate, calendar) never need
+    from watcher.sources.base import SourceLabels
 
 Key = tuple[str, ...]
 """(source, account, region) of one configured source."""

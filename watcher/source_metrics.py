@@ -12,12 +12,16 @@ daemon's other counters, the errors counter has no ``_created`` series.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
-from watcher.sources.base import SourceLabels
+if TYPE_CHECKING:  # not at run time: sources/ pulls in aiohttp and botocore, which
+    # the commands that only read files (replay, validate, calendar) never need
+    from watcher.sources.base import SourceLabels
+
 
 _NAMES = ("source", "account", "region")
 

@@ -55,6 +55,22 @@ async def test_the_bucket_allows_a_burst_after_idling_but_no_more() -> None:
     assert time.sleeps == [1.0]
 
 
+async def test_a_late_call_holds_the_next_back_so_arrivals_stay_apart() -> None:
+    """Tokens at 1.5/s are 0.67 s apart, but a call that reached the API 0.4 s after its token
+    (a new connection on a busy host) would arrive 0.27 s before the next: 3 calls in one
+    second. Held from each call's end, consecutive arrivals are >= 0.5 s apart."""
+    time = FakeTime()
+    bucket = TokenBucket(1.5, clock=time.clock, sleep=time.sleep)
+    await bucket.acquire()  # t = 100.0
+    time.now += 0.4  # the call arrives and is answered at 100.4
+    bucket.hold(0.5)
+    await bucket.acquire()
+    assert time.now == pytest.approx(100.9)  # not 100.667
+    bucket.hold(0.5)  # answered at once: the rate, not the hold, sets the next
+    await bucket.acquire()
+    assert time.now == pytest.approx(100.9 + 1 / 1.5)
+
+
 async def test_concurrent_waiters_queue_up_rather_than_share_a_token() -> None:
     time = FakeTime()
     bucket = TokenBucket(4.0, clock=time.clock, sleep=time.sleep)

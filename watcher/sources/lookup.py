@@ -310,6 +310,9 @@ class LookupPoller:
         self._backoff = backoff or Backoff(base=5, cap=settings.interval.total_seconds())
         self._throttle_backoff = throttle_backoff or Backoff(base=0.5, cap=20)
         self._bucket = bucket or TokenBucket(settings.rate_per_second)
+        # Consecutive calls reach CloudTrail at least this far apart, whatever delayed one
+        # of them after its token: its limit counts arrivals (TokenBucket.hold).
+        self._arrival_gap = 1 / max(RATE_LIMIT, settings.rate_per_second)
         self.labels: SourceLabels = (NAME, account.id, region)
         # Polls come every interval (longer after failures, up to one more interval of backoff).
         self.staleness = 3 * settings.interval + timedelta(minutes=1)
@@ -511,12 +514,14 @@ class LookupPoller:
                     **params, **({"NextToken": token} if token else {})
                 )
             except RETRYABLE as exc:
+                self._bucket.hold(self._arrival_gap)
                 if classify_error(exc) != "throttled":
                     raise
                 self._observer.error(*self.labels, "throttled")
                 if await wait_any(stop, seconds=self._throttle_backoff.next_delay()):
                     raise _Stopped from exc
                 continue
+            self._bucket.hold(self._arrival_gap)
             self._throttle_backoff.reset()
             self._note_service_time(page)
             items = page.get("Events", [])

@@ -155,6 +155,14 @@ class TokenBucket:
         self._tokens -= 1
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
+    def hold(self, seconds: float) -> None:
+        """No token before ``seconds`` from now (nor before the rate allows one). Called when
+        a call ends, it spaces the *arrivals* of consecutive calls, not only their starts: a
+        call that waited after its token (a new connection, credentials, a busy event loop)
+        would otherwise reach the API close behind the next one."""
+        self._refill()
+        self._tokens = min(self._tokens, 1 - seconds * self.rate)
+
     async def acquire(self) -> None:
         """Wait until a token is available and take it."""
         delay = self.reserve()

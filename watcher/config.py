@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -322,13 +323,16 @@ def _check_role_arn(arn: str, account: str | None, at: At, report: Report) -> No
         )
 
 
+def _section(top: Fields, key: str, spec: Mapping[str, Key], report: Report) -> Fields | None:
+    """The ``key`` section checked against ``spec``; None when it is absent or no mapping (a
+    problem reported then), where the caller takes its defaults."""
+    node = top.mapping(key)
+    return None if node is None else check_mapping(node, spec, top.at.key(key), report)
+
+
 def _sources(top: Fields, regions: tuple[str, ...], report: Report) -> dict[str, object]:
     """The settings of each enabled source, in the table's order."""
-    node = top.mapping("sources")
-    if node is None:
-        return {}
-    spec = {key: Key("mapping") for key in SOURCE_KINDS}
-    fields = check_mapping(node, spec, top.at.key("sources"), report)
+    fields = _section(top, "sources", {key: Key("mapping") for key in SOURCE_KINDS}, report)
     if fields is None:
         return {}
     enabled: dict[str, object] = {}
@@ -373,10 +377,7 @@ def _check_retention(
 
 def _inventory(top: Fields, report: Report) -> Inventory:
     defaults = Inventory()
-    node = top.mapping("inventory")
-    if node is None:
-        return defaults
-    fields = check_mapping(node, _INVENTORY, top.at.key("inventory"), report)
+    fields = _section(top, "inventory", _INVENTORY, report)
     if fields is None:
         return defaults
     at = fields.at.key("name_patterns")
@@ -397,10 +398,7 @@ def _inventory(top: Fields, report: Report) -> Inventory:
 
 def _canary(top: Fields, accounts: tuple[Account, ...], report: Report) -> CanarySettings:
     defaults = CanarySettings()
-    node = top.mapping("canary")
-    if node is None:
-        return defaults
-    fields = check_mapping(node, _CANARY, top.at.key("canary"), report)
+    fields = _section(top, "canary", _CANARY, report)
     if fields is None:
         return defaults
     role_name = fields.text("role_name") or defaults.role_name
@@ -424,10 +422,7 @@ def _canary(top: Fields, accounts: tuple[Account, ...], report: Report) -> Canar
 
 def _checks(top: Fields, report: Report) -> PipelineChecks:
     defaults = PipelineChecks()
-    node = top.mapping("checks")
-    if node is None:
-        return defaults
-    fields = check_mapping(node, _CHECKS, top.at.key("checks"), report)
+    fields = _section(top, "checks", _CHECKS, report)
     if fields is None:
         return defaults
     names = []

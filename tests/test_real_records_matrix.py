@@ -4,7 +4,8 @@ every record shape identification attributes to a break-glass principal is deliv
 daemon sources and classified by the daemon as ``replay`` classifies it. For each corpus file:
 
 1. identify + classify each record: principal, outcome, classification as ``expected.yaml``
-   says (or skipped: Insights, digests);
+   says (or skipped: Insights, digests); and again with every user and role rule declared
+   ``account: any`` (each use then its account's ``NAME@ACCOUNT``, nothing else a use);
 2. EventBridge: a rendered pattern matches every identified record (moto's own matcher,
    ``moto.events.models.EventPattern``); and, in one test, the whole corpus goes through moto's
    EventBridge rule -> SQS for real;
@@ -25,6 +26,7 @@ import asyncio
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,10 +48,10 @@ from watcher.emulator.records import (
 )
 from watcher.emulator.server import Emulator
 from watcher.events import Skipped, iter_file
-from watcher.model import TrailEvent
+from watcher.model import Rules, TrailEvent
 from watcher.render import eventbridge_patterns
 from watcher.replay import run_replay
-from watcher.rules import load_rules
+from watcher.rules import ANY_ACCOUNT, load_rules
 from watcher.settings import Account, Config
 from watcher.sources.lookup import LookupPoller, LookupSettings, Sessions
 from watcher.sources.retry import Backoff
@@ -153,6 +155,50 @@ def test_identify(name: str) -> None:
             None
             if expected["principal"] is None
             else (expected["principal"], expected["outcome"], expected["classification"])
+        )
+        assert (item.event_name, got) == (expected["event_name"], want)
+
+
+def _account_wide(rules: Rules) -> tuple[Rules, dict[str, str]]:
+    """``rules`` with every user and role principal declared ``account: any`` (its ARN's
+    account dropped), and each one's original account by name."""
+    accounts = {p.name: p.account for p in rules.principals if p.kind != "root"}
+    wide = tuple(
+        p
+        if p.kind == "root"
+        else replace(
+            p, account=ANY_ACCOUNT, arn=None if p.arn is None else p.arn.replace(p.account, "any")
+        )
+        for p in rules.principals
+    )
+    return replace(rules, principals=wide), accounts
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_identify_with_account_any(name: str) -> None:
+    """The same real records under org-wide rules (the name in every account): each use is its
+    account's, ``NAME@ACCOUNT``, with the outcome and classification it has when declared for
+    that account; no other record becomes a use."""
+    wide, accounts = _account_wide(RULES)
+    classifier = Classifier(wide)
+    for item, expected in zip(corpus(name), EXPECTED[name], strict=True):
+        if not isinstance(item, TrailEvent):
+            continue
+        verdict = classifier.classify(item)
+        got = (
+            None
+            if verdict is None
+            else (verdict.principal, verdict.outcome, verdict.classification)
+        )
+        principal = expected["principal"]
+        want = (
+            None
+            if principal is None
+            else (
+                f"{principal}@{accounts[principal]}" if principal in accounts else principal,
+                expected["outcome"],
+                expected["classification"],
+            )
         )
         assert (item.event_name, got) == (expected["event_name"], want)
 
